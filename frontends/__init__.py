@@ -1,0 +1,1 @@
+"""PyTorch → ONNX exporters per checkpoint family, and the reference YOLO zoo used by tests."""

@@ -1,0 +1,222 @@
+"""Model I/O at the edges of the pipeline: load, atomic save, metadata, and summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import helper
+
+from graphopt.errors import GraphoptError
+
+# Serialized protobuf cannot exceed 2 GB; above this, tensors go to an external data file.
+_EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+# Index/shape tensors are bookkeeping, not learned parameters.
+_NON_PARAM_DTYPES = {onnx.TensorProto.INT64, onnx.TensorProto.BOOL, onnx.TensorProto.STRING}
+
+
+def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Load an ONNX model (with its external data), turning every unusable input into GraphoptError."""
+    p = Path(path)
+    if not p.exists():
+        raise GraphoptError(f"{p}: no such file")
+    if p.is_dir():
+        raise GraphoptError(f"{p}: is a directory, expected an .onnx file")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise GraphoptError(f"{p}: not a valid ONNX model ({_first_line(exc)})") from exc
+    except OSError as exc:
+        raise GraphoptError(f"{p}: cannot read ({exc.strerror or exc})") from exc
+    # Protobuf parses many arbitrary byte strings "successfully": insist on an actual graph.
+    if not model.opset_import or (not model.graph.node and not model.graph.output):
+        raise GraphoptError(f"{p}: not an ONNX model (no opset or graph found)")
+    if _uses_external_data(model):
+        try:
+            onnx.load_external_data_for_model(model, str(p.parent))
+        except (OSError, ValueError) as exc:
+            raise GraphoptError(f"{p}: external data missing or unreadable ({_first_line(exc)})") from exc
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise GraphoptError(f"{p}: invalid ONNX model ({_first_line(exc)})") from exc
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _uses_external_data(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """True when both paths name one file (also through links or relative paths)."""
+    pa, pb = Path(a), Path(b)
+    if pa.exists() and pb.exists():
+        return os.path.samefile(pa, pb)
+    return pa.resolve() == pb.resolve()
+
+
+def save_model(
+    model: onnx.ModelProto, path: str | os.PathLike[str], *, input_path: str | os.PathLike[str] | None = None
+) -> Path:
+    """Write `model` atomically (temp file in the same folder + rename); never over `input_path`."""
+    out = Path(path)
+    if input_path is not None and same_file(out, input_path):
+        raise GraphoptError(f"{out}: output path is the input file; choose another output path")
+    if out.is_dir():
+        raise GraphoptError(f"{out}: is a directory, expected an output file path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        if model.ByteSize() > _EXTERNAL_DATA_THRESHOLD:
+            data_name = out.name + ".data"
+            tmp_data = out.parent / f".{data_name}.tmp"
+            onnx.save_model(
+                model,
+                str(tmp_path),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=tmp_data.name,
+            )
+            # The rename keeps the location recorded in the model valid only under the final name.
+            _relocate_external_data(tmp_path, tmp_data.name, data_name)
+            os.replace(tmp_data, out.parent / data_name)
+        else:
+            onnx.save_model(model, str(tmp_path))
+        os.replace(tmp_path, out)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+    return out
+
+
+def _relocate_external_data(model_path: Path, old: str, new: str) -> None:
+    model = onnx.load(str(model_path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value == old:
+                entry.value = new
+    onnx.save_model(model, str(model_path))
+
+
+# --- metadata -------------------------------------------------------------------------------------
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def write_metadata(model: onnx.ModelProto, values: dict[str, Any]) -> None:
+    """Set metadata keys (non-string values are stored as JSON); other keys are kept."""
+    current = read_metadata(model)
+    for key, value in values.items():
+        current[key] = value if isinstance(value, str) else json.dumps(value)
+    del model.metadata_props[:]
+    for key, value in current.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+# --- summaries ------------------------------------------------------------------------------------
+
+
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    """Top-level node count per op type (custom domains as `domain:Op`), sorted by name."""
+    counts = Counter(
+        n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}:{n.op_type}" for n in model.graph.node
+    )
+    return dict(sorted(counts.items()))
+
+
+def _stored_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            tensors.extend(a.t for a in node.attribute if a.name == "value" and a.HasField("t"))
+    return tensors
+
+
+def param_count(model: onnx.ModelProto) -> int:
+    """Elements of stored tensors (initializers and Constant nodes), shape/index (int64, bool) excluded."""
+    return int(
+        sum(
+            int(np.prod(t.dims, dtype=np.int64))
+            for t in _stored_tensors(model)
+            if t.data_type not in _NON_PARAM_DTYPES
+        )
+    )
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | str] | None:
+    ttype = value_info.type.tensor_type
+    if not ttype.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in ttype.shape.dim]
+
+
+def _dtype_name(value_info: onnx.ValueInfoProto) -> str:
+    elem = value_info.type.tensor_type.elem_type
+    if elem == 0:
+        return "unknown"
+    return str(helper.tensor_dtype_to_np_dtype(elem))
+
+
+def io_signature(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
+    """Graph inputs (initializers excluded) and outputs: name, shape, dtype."""
+    init_names = {t.name for t in model.graph.initializer}
+    sig: dict[str, list[dict[str, Any]]] = {"inputs": [], "outputs": []}
+    for key, infos in (("inputs", model.graph.input), ("outputs", model.graph.output)):
+        for vi in infos:
+            if key == "inputs" and vi.name in init_names:
+                continue
+            sig[key].append({"name": vi.name, "shape": _dims(vi), "dtype": _dtype_name(vi)})
+    return sig
+
+
+def default_opset(model: onnx.ModelProto) -> int | None:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return None
+
+
+def summarize(model: onnx.ModelProto) -> dict[str, Any]:
+    """What `graphopt inspect --json` prints (keys are a contract)."""
+    ops = op_histogram(model)
+    sig = io_signature(model)
+    return {
+        "ops": ops,
+        "nodes": sum(ops.values()),
+        "params": param_count(model),
+        "inputs": sig["inputs"],
+        "outputs": sig["outputs"],
+        "opset": default_opset(model),
+        "metadata": read_metadata(model),
+    }
+
+
+def diff_summaries(a: dict[str, Any], b: dict[str, Any], size_a: int, size_b: int) -> dict[str, Any]:
+    """Op counts, nodes, params and file size of A vs B (what `graphopt diff --json` prints)."""
+
+    def row(x: int, y: int) -> dict[str, int]:
+        return {"a": x, "b": y, "delta": y - x}
+
+    ops = sorted(set(a["ops"]) | set(b["ops"]))
+    return {
+        "ops": {op: row(a["ops"].get(op, 0), b["ops"].get(op, 0)) for op in ops},
+        "nodes": row(a["nodes"], b["nodes"]),
+        "params": row(a["params"], b["params"]),
+        "size_bytes": row(size_a, size_b),
+    }

@@ -1,0 +1,55 @@
+"""Letterbox preprocessing: the one implementation used by the runtime, calibration and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an original image maps into the network input: `x_in = x_orig * scale + pad_x`."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+    orig_h: int
+    orig_w: int
+
+    def boxes_to_original(self, xyxy: np.ndarray) -> np.ndarray:
+        """Map xyxy boxes from network-input pixels back to original-image pixels (clipped)."""
+        out = np.asarray(xyxy, dtype=np.float32).copy()
+        out[..., [0, 2]] = (out[..., [0, 2]] - self.pad_x) / self.scale
+        out[..., [1, 3]] = (out[..., [1, 3]] - self.pad_y) / self.scale
+        out[..., [0, 2]] = out[..., [0, 2]].clip(0, self.orig_w)
+        out[..., [1, 3]] = out[..., [1, 3]].clip(0, self.orig_h)
+        return out
+
+
+def letterbox(
+    image: np.ndarray, size: tuple[int, int], pad_value: int = 114, scaleup: bool = True
+) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping aspect ratio and pad to `size` (h, w), centred, as YOLOv5/Ultralytics do."""
+    h, w = image.shape[:2]
+    out_h, out_w = size
+    scale = min(out_h / h, out_w / w)
+    if not scaleup:
+        scale = min(scale, 1.0)
+    new_w, new_h = round(w * scale), round(h * scale)
+    if (new_w, new_h) != (w, h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    pad_x, pad_y = (out_w - new_w) / 2, (out_h - new_h) / 2
+    top, bottom = round(pad_y - 0.1), round(pad_y + 0.1)
+    left, right = round(pad_x - 0.1), round(pad_x + 0.1)
+    image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+    return image, Letterbox(scale=scale, pad_x=left, pad_y=top, orig_h=h, orig_w=w)
+
+
+def to_input_tensor(image_bgr: np.ndarray, rgb: bool = True, scale: float = 1.0 / 255.0) -> np.ndarray:
+    """HWC uint8 BGR → NCHW float32 in [0, 1] (RGB by default), batch 1."""
+    if rgb:
+        image_bgr = image_bgr[..., ::-1]
+    chw = np.ascontiguousarray(image_bgr.transpose(2, 0, 1), dtype=np.float32)
+    return (chw * np.float32(scale))[None]
