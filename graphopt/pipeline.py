@@ -1,0 +1,274 @@
+"""The pipeline runs passes and does all bookkeeping the pass contract promises.
+
+After each pass: cleanup + toposort, shape inference, checker, op histogram and parameter
+delta, wall time, and for lossless passes a numerical equivalence check on the same feeds.
+Lossless passes are checked against the last trusted outputs: the pipeline's input, or the
+output of the latest lossy pass (whose own cost is measured and reported instead).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+import yaml
+
+from graphopt import __version__, verify
+from graphopt.errors import GraphoptError, VerificationError
+from graphopt.graph import infer_shapes, tidy, to_graph, to_model
+from graphopt.model import op_histogram, param_count, read_metadata, write_metadata
+from graphopt.recipes import load_recipe
+from graphopt.registry import PassContext, PassSpec, get_pass
+from runtime import metadata as keys
+from runtime.metadata import parse_metadata
+
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-3
+
+
+@dataclass
+class Step:
+    spec: PassSpec
+    options: dict[str, Any]
+
+
+@dataclass
+class PassReport:
+    name: str
+    lossless: bool
+    changed: bool
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    params_before: int
+    params_after: int
+    seconds: float
+    verification: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ops_delta(self) -> dict[str, int]:
+        names = sorted(set(self.ops_before) | set(self.ops_after))
+        delta = {n: self.ops_after.get(n, 0) - self.ops_before.get(n, 0) for n in names}
+        return {n: d for n, d in delta.items() if d}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pass": self.name,
+            "lossless": self.lossless,
+            "changed": self.changed,
+            "options": self.options,
+            "nodes_before": sum(self.ops_before.values()),
+            "nodes_after": sum(self.ops_after.values()),
+            "ops_delta": self.ops_delta,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "seconds": round(self.seconds, 4),
+            "verification": self.verification,
+            "notes": self.notes,
+            "details": self.details,
+        }
+
+
+@dataclass
+class PipelineResult:
+    model: onnx.ModelProto
+    reports: list[PassReport]
+    feeds: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passes": [r.as_dict() for r in self.reports], "verification_inputs": self.feeds}
+
+
+# --- options ---------------------------------------------------------------------------------------
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """`PASS.KEY=VALUE` strings → {pass: {key: value}}; values parsed as YAML scalars."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name_key, sep, raw = item.partition("=")
+        pass_name, dot, key = name_key.partition(".")
+        if not sep or not dot or not pass_name or not key:
+            raise GraphoptError(f"bad --set '{item}': expected PASS.KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(pass_name, {})[key] = value
+    return out
+
+
+def _coerce(spec: PassSpec, key: str, value: Any) -> Any:
+    if key not in spec.options:
+        known = ", ".join(sorted(spec.options)) or "none"
+        raise GraphoptError(f"pass '{spec.name}' has no option '{key}' (options: {known})")
+    default = spec.options[key]
+    if default is None or value is None:
+        return value
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise GraphoptError(f"option {spec.name}.{key} expects true or false, got {value!r}")
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is str:
+        return str(value)
+    if kind is list:
+        return value if isinstance(value, list) else [v for v in str(value).split(",") if v]
+    raise GraphoptError(f"option {spec.name}.{key} expects {kind.__name__}, got {value!r}")
+
+
+def build_steps(
+    steps: list[tuple[str, dict[str, Any]]], overrides: dict[str, dict[str, Any]] | None = None
+) -> list[Step]:
+    """Resolve pass names and merge defaults ← recipe options ← --set overrides, validating each."""
+    overrides = overrides or {}
+    names = {name for name, _ in steps}
+    for name in overrides:
+        if name not in names:
+            get_pass(name)  # unknown pass: the registry's error names it
+            raise GraphoptError(f"--set names pass '{name}', which is not in this pipeline")
+    built = []
+    for name, options in steps:
+        spec = get_pass(name)
+        merged = dict(spec.options)
+        for key, value in {**options, **overrides.get(name, {})}.items():
+            merged[key] = _coerce(spec, key, value)
+        built.append(Step(spec, merged))
+    return built
+
+
+# --- the pipeline ----------------------------------------------------------------------------------
+
+
+class Pipeline:
+    def __init__(
+        self,
+        steps: list[Step],
+        *,
+        verify_outputs: bool = True,
+        feeds: verify.FeedSource | None = None,
+        atol: float = DEFAULT_ATOL,
+        rtol: float = DEFAULT_RTOL,
+        target: str | None = None,
+    ) -> None:
+        if not steps:
+            raise GraphoptError("no passes to run")
+        self.steps = steps
+        self.verify_outputs = verify_outputs
+        self.feeds = feeds or verify.FeedSource()
+        self.atol, self.rtol = atol, rtol
+        self.target = target
+
+    @classmethod
+    def from_passes(
+        cls, names: list[str], overrides: dict[str, dict[str, Any]] | None = None, **kw: Any
+    ) -> Pipeline:
+        return cls(build_steps([(n, {}) for n in names], overrides), **kw)
+
+    @classmethod
+    def from_recipe(
+        cls, recipe: str, overrides: dict[str, dict[str, Any]] | None = None, **kw: Any
+    ) -> Pipeline:
+        loaded = load_recipe(recipe)
+        kw.setdefault("target", loaded.target)
+        return cls(build_steps(loaded.steps, overrides), **kw)
+
+    def run(self, model: onnx.ModelProto) -> PipelineResult:
+        current = onnx.ModelProto()
+        current.CopyFrom(model)
+        feeds = reference = None
+        if self.verify_outputs:
+            feeds = self.feeds.feeds_for(current)
+            reference = verify.run(current, feeds)
+        history = parse_metadata(read_metadata(current)).history
+        reports = []
+        for step in self.steps:
+            report, current, outputs = self._apply(step, current, feeds, reference)
+            if outputs is not None and not step.spec.lossless:
+                reference = outputs  # later lossless passes are held to the lossy result
+            reports.append(report)
+            history.append(_history_entry(report))
+        write_metadata(current, {keys.HISTORY: history, keys.VERSION: __version__})
+        return PipelineResult(current, reports, self.feeds.description if feeds else None)
+
+    def _apply(
+        self, step: Step, model: onnx.ModelProto, feeds: list | None, reference: list | None
+    ) -> tuple[PassReport, onnx.ModelProto, list | None]:
+        spec = step.spec
+        ops_before, params_before = op_histogram(model), param_count(model)
+        graph = to_graph(model)
+        ctx = PassContext(
+            options=step.options, feeds=self.feeds, target=self.target, metadata=read_metadata(model)
+        )
+        start = time.perf_counter()
+        result = spec.fn(graph, ctx)
+        seconds = time.perf_counter() - start
+        new = _finish(tidy(result.graph or graph), like=model, pass_name=spec.name)
+        if result.metadata:
+            write_metadata(new, result.metadata)
+        report = PassReport(
+            name=spec.name,
+            lossless=spec.lossless,
+            changed=result.changed,
+            ops_before=ops_before,
+            ops_after=op_histogram(new),
+            params_before=params_before,
+            params_after=param_count(new),
+            seconds=seconds,
+            verification=None,
+            notes=list(result.notes),
+            details=dict(result.details),
+            options=dict(step.options),
+        )
+        outputs = None
+        if feeds is not None and reference is not None:
+            outputs = verify.run(new, feeds)
+            cmp = verify.compare(reference, outputs, self.atol, self.rtol)
+            report.verification = cmp.as_dict() | {"atol": self.atol, "rtol": self.rtol}
+            if spec.lossless and not cmp.ok:
+                raise VerificationError(
+                    f"pass '{spec.name}' is registered lossless but changed the outputs: "
+                    f"max abs err {cmp.max_abs:.3g}, max rel err {cmp.max_rel:.3g} "
+                    f"(worst output '{cmp.worst_output}'; tolerance atol={self.atol:g}, rtol={self.rtol:g}; "
+                    f"{cmp.reason}); nothing was written"
+                )
+            if not spec.lossless:
+                report.verification["cosine"] = verify.cosine(reference, outputs)
+        return report, new, outputs
+
+
+def _finish(graph: Any, like: onnx.ModelProto, pass_name: str) -> onnx.ModelProto:
+    """Export, re-infer shapes from scratch (stale value_info can contradict a rewrite), check."""
+    model = to_model(graph, like)
+    del model.graph.value_info[:]
+    model = infer_shapes(model)
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise GraphoptError(
+            f"pass '{pass_name}' produced an invalid model: {str(exc).splitlines()[0]}"
+        ) from exc
+    return model
+
+
+def _history_entry(report: PassReport) -> dict[str, Any]:
+    entry = {
+        "pass": report.name,
+        "options": report.options,
+        "changed": report.changed,
+        "ops_delta": report.ops_delta,
+        "graphopt": __version__,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if report.verification:
+        entry["max_abs_err"] = report.verification["max_abs_err"]
+    return entry

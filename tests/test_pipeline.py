@@ -1,0 +1,161 @@
+"""The pass machinery: registry, options, recipes, equivalence guard, history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+
+from graphopt.errors import GraphoptError, VerificationError
+from graphopt.model import load_model, read_metadata
+from graphopt.pipeline import Pipeline, build_steps, parse_overrides
+from graphopt.recipes import load_recipe
+from graphopt.registry import PassContext, PassResult, register, unregister
+from tests.conftest import run_cli, sha256
+
+
+@pytest.fixture
+def wrong_lossless_pass() -> Iterator[str]:
+    """A pass that claims to be lossless but scales the first Conv's weights."""
+
+    @register("test-wrong-lossless", lossless=True, description="deliberately wrong")
+    def _wrong(graph: gs.Graph, ctx: PassContext) -> PassResult:
+        conv = next(n for n in graph.nodes if n.op == "Conv")
+        weight = conv.inputs[1]
+        weight.values = (np.asarray(weight.values) * 1.01).astype(np.float32)
+        return PassResult(changed=True)
+
+    yield "test-wrong-lossless"
+    unregister("test-wrong-lossless")
+
+
+@pytest.fixture
+def lossy_pass() -> Iterator[str]:
+    @register("test-lossy", lossless=False, options={"factor": 1.01})
+    def _lossy(graph: gs.Graph, ctx: PassContext) -> PassResult:
+        conv = next(n for n in graph.nodes if n.op == "Conv")
+        conv.inputs[1].values = (np.asarray(conv.inputs[1].values) * ctx.options["factor"]).astype(np.float32)
+        return PassResult(changed=True, notes=["scaled"])
+
+    yield "test-lossy"
+    unregister("test-lossy")
+
+
+def test_wrong_lossless_pass_is_refused(demo_model: Path, wrong_lossless_pass: str) -> None:
+    with pytest.raises(VerificationError, match="test-wrong-lossless.*max abs err") as exc:
+        Pipeline.from_passes(["simplify", wrong_lossless_pass]).run(load_model(demo_model))
+    assert "nothing was written" in str(exc.value)
+
+
+def test_cli_refuses_to_write_after_a_wrong_lossless_pass(
+    demo_model: Path, tmp_path: Path, wrong_lossless_pass: str
+) -> None:
+    out = tmp_path / "out.onnx"
+    before = sha256(demo_model)
+    result = run_cli("optimize", demo_model, "-o", out, "--passes", f"simplify,{wrong_lossless_pass}")
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: pass 'test-wrong-lossless'")
+    assert "max abs err" in lines[0] and "max rel err" in lines[0]
+    assert not out.exists()
+    assert sha256(demo_model) == before
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_no_verify_lets_it_through(demo_model: Path, tmp_path: Path, wrong_lossless_pass: str) -> None:
+    out = tmp_path / "out.onnx"
+    result = run_cli("optimize", demo_model, "-o", out, "--passes", wrong_lossless_pass, "--no-verify")
+    assert result.code == 0, result.err
+    assert out.exists()
+
+
+def test_lossy_pass_is_measured_and_rebaselines(demo_model: Path, lossy_pass: str) -> None:
+    result = Pipeline.from_passes([lossy_pass, "simplify"]).run(load_model(demo_model))
+    lossy, simplify = result.reports
+    assert not lossy.verification["ok"] and lossy.verification["max_abs_err"] > 0
+    assert 0.9 < lossy.verification["cosine"] < 1.0
+    # simplify is held to the lossy pass's output, not to the original: it passes with zero error.
+    assert simplify.verification["ok"] and simplify.verification["max_abs_err"] < 1e-5
+
+
+def test_history_is_recorded_and_appended(demo_model: Path) -> None:
+    once = Pipeline.from_passes(["simplify"]).run(load_model(demo_model)).model
+    twice = Pipeline.from_passes(["simplify"]).run(once).model
+    history = json.loads(read_metadata(twice)["graphopt.history"])
+    assert [h["pass"] for h in history] == ["simplify", "simplify"]
+    assert history[0]["changed"] is True and history[1]["changed"] is False
+    assert read_metadata(twice)["graphopt.names"]  # metadata of the input survives passes
+
+
+def test_report_has_op_delta_params_and_time(demo_model: Path) -> None:
+    report = Pipeline.from_passes(["simplify"]).run(load_model(demo_model)).reports[0]
+    d = report.as_dict()
+    assert d["nodes_before"] == 27 and d["nodes_after"] < 27
+    assert d["ops_delta"]["Identity"] == -1
+    assert d["seconds"] > 0
+    assert d["verification"]["ok"]
+
+
+def test_pipeline_output_passes_checker_and_has_shapes(demo_model: Path) -> None:
+    model = Pipeline.from_passes(["simplify"]).run(load_model(demo_model)).model
+    onnx.checker.check_model(model, full_check=True)
+    assert len(model.graph.value_info) > 0
+
+
+def test_parse_overrides() -> None:
+    assert parse_overrides(["simplify.fuse_bn=true", "q.samples=32", "q.method=entropy"]) == {
+        "simplify": {"fuse_bn": True},
+        "q": {"samples": 32, "method": "entropy"},
+    }
+    for bad in ("simplify", "simplify=1", ".x=1", "simplify.=1"):
+        with pytest.raises(GraphoptError, match="bad --set"):
+            parse_overrides([bad])
+
+
+def test_option_validation() -> None:
+    with pytest.raises(GraphoptError, match="expects true or false"):
+        build_steps([("simplify", {})], {"simplify": {"fuse_bn": "maybe"}})
+    with pytest.raises(GraphoptError, match="has no option"):
+        build_steps([("simplify", {})], {"simplify": {"nope": 1}})
+    with pytest.raises(GraphoptError, match="unknown pass 'simplfy'"):
+        build_steps([("simplify", {})], {"simplfy": {"fuse_bn": True}})
+    steps = build_steps([("simplify", {"fuse_bn": True})])
+    assert steps[0].options == {"fuse_bn": True, "use_onnxsim": True}
+
+
+def test_set_for_a_pass_not_in_the_pipeline(lossy_pass: str) -> None:
+    with pytest.raises(GraphoptError, match="not in this pipeline"):
+        build_steps([("simplify", {})], {lossy_pass: {"factor": 2.0}})
+
+
+def test_recipes(tmp_path: Path) -> None:
+    assert load_recipe("simplify").steps == [("simplify", {})]
+    custom = tmp_path / "mine.yaml"
+    custom.write_text("passes:\n  - simplify: {fuse_bn: true}\n")
+    assert load_recipe(str(custom)).steps == [("simplify", {"fuse_bn": True})]
+    with pytest.raises(GraphoptError, match="unknown recipe 'nope'"):
+        load_recipe("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("passes: []\n")
+    with pytest.raises(GraphoptError, match="non-empty 'passes'"):
+        load_recipe(str(bad))
+
+
+def test_real_images_are_used_for_verification(demo_model: Path, coco128: Path) -> None:
+    from graphopt.verify import FeedSource
+
+    feeds = FeedSource(coco128 / "data.yaml", samples=2)
+    result = Pipeline.from_passes(["simplify"], feeds=feeds).run(load_model(demo_model))
+    assert result.feeds == "2 real image(s)"
+    batch = feeds.feeds_for(load_model(demo_model))[0]["images"]
+    assert batch.shape == (1, 3, 64, 64) and batch.dtype == np.float32
+    # letterboxed photo, not noise: padding rows carry the pad value 114/255
+    assert (
+        np.isclose(batch[0, :, 0, :], 114 / 255).mean() > 0.5
+        or np.isclose(batch[0, :, :, 0], 114 / 255).mean() > 0.5
+    )
