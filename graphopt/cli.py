@@ -1,0 +1,248 @@
+"""`graphopt` command line. User mistakes print one line `error: …` and exit 2 (--debug: traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from graphopt import __version__
+from graphopt.errors import GraphoptError
+
+EXIT_REGRESSION = 1
+EXIT_INTERNAL = 3
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="graphopt")
+def cli() -> None:
+    """ONNX graph-surgery compiler and edge runtime for YOLO detectors on the Raspberry Pi 5.
+
+    Add --debug anywhere to see the traceback of an error.
+    """
+
+
+@cli.command()
+@click.argument("model")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON: ops, nodes, params, inputs, outputs, opset, metadata.",
+)
+def inspect(model: str, as_json: bool) -> None:
+    """Ops per type, node count, params, inputs/outputs, opset and metadata of MODEL."""
+    from graphopt.model import load_model, summarize
+    from graphopt.report import print_inspect
+
+    summary = summarize(load_model(model))
+    if as_json:
+        _echo_json(summary)
+    else:
+        print_inspect(model, summary)
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON: ops, nodes, params, size_bytes (each a/b/delta)."
+)
+def diff(a: str, b: str, as_json: bool) -> None:
+    """Compare two models: op counts (with deltas), params and file size."""
+    from graphopt.model import diff_summaries, load_model, summarize
+    from graphopt.report import print_diff
+
+    result = diff_summaries(
+        summarize(load_model(a)), summarize(load_model(b)), os.path.getsize(a), os.path.getsize(b)
+    )
+    if as_json:
+        _echo_json(result)
+    else:
+        print_diff(result, a, b)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--golden", required=True, help="Golden JSON snapshot (ops, params, input/output shapes).")
+@click.option("--update", is_flag=True, help="Write the golden file from MODEL instead of checking.")
+@click.option(
+    "--allow-decrease", is_flag=True, help="Fewer ops or params than the golden file is not a regression."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: ok, model, golden, differences.")
+def check(model: str, golden: str, update: bool, allow_decrease: bool, as_json: bool) -> int:
+    """Check MODEL against a golden snapshot; exit 1 on regression."""
+    from graphopt.golden import compare_golden, read_golden, snapshot, write_golden
+    from graphopt.model import load_model, summarize
+    from graphopt.report import print_check
+
+    snap = snapshot(summarize(load_model(model)))
+    golden_path = Path(golden)
+    if update:
+        write_golden(golden_path, snap)
+        if as_json:
+            _echo_json({"ok": True, "model": model, "golden": golden, "updated": True, "differences": []})
+        else:
+            click.echo(f"wrote {golden_path} ({sum(snap['ops'].values())} nodes, {snap['params']:,} params)")
+        return 0
+    diffs = compare_golden(snap, read_golden(golden_path), allow_decrease)
+    result = {
+        "ok": all(d["allowed"] for d in diffs),
+        "model": model,
+        "golden": golden,
+        "updated": False,
+        "differences": diffs,
+    }
+    if as_json:
+        _echo_json(result)
+    else:
+        print_check(result)
+    return 0 if result["ok"] else EXIT_REGRESSION
+
+
+@cli.command()
+@click.argument("input_model", metavar="IN")
+@click.option("-o", "--output", required=True, help="Output .onnx path (never the input).")
+@click.option("--passes", help="Comma-separated pass names, run in order.")
+@click.option("--recipe", help="Recipe name (see graphopt/recipes) or a recipe YAML file.")
+@click.option(
+    "--set", "sets", multiple=True, metavar="PASS.KEY=VALUE", help="Set a pass option (repeatable)."
+)
+@click.option("--data", help="Images (folder, image, or data.yaml) for verification and calibration.")
+@click.option("--no-verify", is_flag=True, help="Skip the numerical equivalence check of lossless passes.")
+@click.option("--verify-samples", default=2, show_default=True, help="Inputs used by the equivalence check.")
+@click.option("--atol", default=None, type=float, help="Absolute tolerance of the equivalence check [1e-4].")
+@click.option("--rtol", default=None, type=float, help="Relative tolerance of the equivalence check [1e-3].")
+@click.option("--report", "report_path", help="Write the per-pass report as JSON to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
+def optimize(
+    input_model: str,
+    output: str,
+    passes: str | None,
+    recipe: str | None,
+    sets: tuple[str, ...],
+    data: str | None,
+    no_verify: bool,
+    verify_samples: int,
+    atol: float | None,
+    rtol: float | None,
+    report_path: str | None,
+    as_json: bool,
+) -> None:
+    """Run passes (or a recipe) over IN and write OUT; lossless passes are verified numerically."""
+    from graphopt.model import diff_summaries, load_model, same_file, save_model, summarize
+    from graphopt.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, Pipeline, parse_overrides
+    from graphopt.report import print_pipeline
+    from graphopt.verify import FeedSource
+
+    if bool(passes) == bool(recipe):
+        raise GraphoptError("give exactly one of --passes or --recipe")
+    if same_file(output, input_model) and Path(input_model).exists():
+        raise GraphoptError(f"{output}: output path is the input file; choose another output path")
+    if verify_samples < 1:
+        raise GraphoptError("--verify-samples must be at least 1")
+    model = load_model(input_model)
+    overrides = parse_overrides(sets)
+    kwargs: dict[str, Any] = {
+        "verify_outputs": not no_verify,
+        "feeds": FeedSource(data, samples=verify_samples),
+        "atol": DEFAULT_ATOL if atol is None else atol,
+        "rtol": DEFAULT_RTOL if rtol is None else rtol,
+    }
+    if passes:
+        names = [p.strip() for p in passes.split(",") if p.strip()]
+        pipeline = Pipeline.from_passes(names, overrides, **kwargs)
+    else:
+        pipeline = Pipeline.from_recipe(recipe, overrides, **kwargs)  # type: ignore[arg-type]
+    result = pipeline.run(model)
+    save_model(result.model, output, input_path=input_model)
+    report = result.as_dict() | {
+        "input": input_model,
+        "output": output,
+        "before": summarize(model),
+        "after": summarize(result.model),
+    }
+    for key in ("before", "after"):
+        report[key].pop("metadata")
+    if report_path:
+        _write_json(Path(report_path), report)
+    diff_result = diff_summaries(
+        report["before"], report["after"], os.path.getsize(input_model), os.path.getsize(output)
+    )
+    if as_json:
+        _echo_json(report | {"diff": diff_result})
+    else:
+        print_pipeline(report, diff_result, Path(input_model).name, Path(output).name)
+        click.echo(f"wrote {output}")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+@cli.command("passes")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON: a list of name, lossless, description, options."
+)
+def list_passes(as_json: bool) -> None:
+    """Registered passes, whether each is lossless, and their options."""
+    from graphopt.registry import all_passes
+    from graphopt.report import print_passes
+
+    specs = all_passes()
+    if as_json:
+        _echo_json(
+            [
+                {"name": s.name, "lossless": s.lossless, "description": s.description, "options": s.options}
+                for s in specs
+            ]
+        )
+    else:
+        print_passes(specs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: maps errors to one line and an exit code (2 user error, 1 regression, 3 internal)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        code = cli.main(args=args, prog_name="graphopt", standalone_mode=False)
+    except GraphoptError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line unless --debug
+        if debug:
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        click.echo(
+            f"error: internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+            err=True,
+        )
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,84 @@
+"""Golden snapshots for CI: op counts, params and I/O shapes a model must keep."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from graphopt import __version__
+from graphopt.errors import GraphoptError
+
+SNAPSHOT_KEYS = ("ops", "params", "inputs", "outputs")
+
+
+def snapshot(summary: dict[str, Any]) -> dict[str, Any]:
+    return {"graphopt": __version__, **{k: summary[k] for k in SNAPSHOT_KEYS}}
+
+
+def write_golden(path: Path, snap: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(snap, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_golden(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise GraphoptError(f"{path}: golden file not found (create it with --update)")
+    try:
+        golden = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise GraphoptError(f"{path}: not a readable golden JSON ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(golden, dict) or "ops" not in golden:
+        raise GraphoptError(f"{path}: not a golden file (no 'ops')")
+    return golden
+
+
+def compare_golden(
+    snap: dict[str, Any], golden: dict[str, Any], allow_decrease: bool
+) -> list[dict[str, Any]]:
+    """Every difference; `allowed` marks decreases of ops/params when `allow_decrease` is set."""
+    diffs: list[dict[str, Any]] = []
+
+    def count(what: str, model: int, gold: int) -> None:
+        if model != gold:
+            kind = "increase" if model > gold else "decrease"
+            diffs.append(
+                {
+                    "what": what,
+                    "golden": gold,
+                    "model": model,
+                    "kind": kind,
+                    "allowed": kind == "decrease" and allow_decrease,
+                }
+            )
+
+    for op in sorted(set(snap["ops"]) | set(golden["ops"])):
+        count(f"op {op}", snap["ops"].get(op, 0), int(golden["ops"].get(op, 0)))
+    if "params" in golden:
+        count("params", snap["params"], int(golden["params"]))
+    for key in ("inputs", "outputs"):
+        if key not in golden:
+            continue
+        model_io = [(e["name"], e["shape"], e["dtype"]) for e in snap[key]]
+        gold_io = [(e["name"], e["shape"], e["dtype"]) for e in golden[key]]
+        if model_io != gold_io:
+            diffs.append(
+                {
+                    "what": key,
+                    "golden": _io_text(gold_io),
+                    "model": _io_text(model_io),
+                    "kind": "changed",
+                    "allowed": False,
+                }
+            )
+    return diffs
+
+
+def _io_text(entries: list[tuple[str, Any, str]]) -> str:
+    return "; ".join(f"{n} {s} {d}" for n, s, d in entries)

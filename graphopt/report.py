@@ -1,0 +1,151 @@
+"""Human-readable tables for the CLI (the --json forms carry the same numbers)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def console() -> Console:
+    # Resolved per call so output follows sys.stdout redirection (tests, pipes); wide enough for op tables.
+    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 120, highlight=False)
+
+
+def _delta(value: int | float) -> str:
+    if not value:
+        return ""
+    return f"{value:+,}" if isinstance(value, int) else f"{value:+.3g}"
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _shape(shape: list[Any] | None) -> str:
+    return "?" if shape is None else "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def print_inspect(path: str, summary: dict[str, Any]) -> None:
+    out = console()
+    out.print(
+        f"[bold]{path}[/]  opset {summary['opset']}  nodes {summary['nodes']:,}  params {summary['params']:,}"
+    )
+    io = Table(title="inputs / outputs", title_justify="left")
+    for col in ("", "name", "shape", "dtype"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for entry in summary[kind]:
+            io.add_row(kind[:-1], entry["name"], _shape(entry["shape"]), entry["dtype"])
+    out.print(io)
+    ops = Table(title="ops", title_justify="left")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, n in sorted(summary["ops"].items(), key=lambda kv: (-kv[1], kv[0])):
+        ops.add_row(op, str(n))
+    out.print(ops)
+    if summary["metadata"]:
+        meta = Table(title="metadata", title_justify="left")
+        meta.add_column("key")
+        meta.add_column("value", overflow="fold")
+        for k, v in summary["metadata"].items():
+            meta.add_row(k, v if len(v) <= 300 else v[:300] + "…")
+        out.print(meta)
+
+
+def print_diff(diff: dict[str, Any], a: str, b: str) -> None:
+    table = Table(title_justify="left")
+    table.add_column("")
+    table.add_column(a, justify="right")
+    table.add_column(b, justify="right")
+    table.add_column("delta", justify="right")
+    for op, row in diff["ops"].items():
+        table.add_row(op, str(row["a"]), str(row["b"]), _delta(row["delta"]))
+    table.add_section()
+    for key, label in (("nodes", "nodes"), ("params", "params")):
+        row = diff[key]
+        table.add_row(label, f"{row['a']:,}", f"{row['b']:,}", _delta(row["delta"]))
+    row = diff["size_bytes"]
+    table.add_row("file size", human_bytes(row["a"]), human_bytes(row["b"]), _delta(row["delta"]))
+    console().print(table)
+
+
+def print_pipeline(report: dict[str, Any], diff: dict[str, Any], a: str, b: str) -> None:
+    out = console()
+    table = Table(title="passes", title_justify="left")
+    for col, justify in (
+        ("pass", "left"),
+        ("kind", "left"),
+        ("changed", "left"),
+        ("nodes", "right"),
+        ("op delta", "left"),
+        ("params", "right"),
+        ("ms", "right"),
+        ("check", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for p in report["passes"]:
+        delta = ", ".join(f"{op} {d:+d}" for op, d in p["ops_delta"].items()) or "-"
+        table.add_row(
+            p["pass"],
+            "lossless" if p["lossless"] else "lossy",
+            "yes" if p["changed"] else "no",
+            f"{p['nodes_before']} → {p['nodes_after']}",
+            delta,
+            _delta(p["params_after"] - p["params_before"]) or "0",
+            f"{p['seconds'] * 1000:.0f}",
+            _check_text(p["verification"]),
+        )
+    out.print(table)
+    for p in report["passes"]:
+        for note in p["notes"]:
+            out.print(f"  {p['pass']}: {note}")
+    if report.get("verification_inputs"):
+        out.print(f"verified on {report['verification_inputs']}")
+    else:
+        out.print("[yellow]not verified (--no-verify)[/]")
+    print_diff(diff, a, b)
+
+
+def _check_text(v: dict[str, Any] | None) -> str:
+    if not v:
+        return "-"
+    text = f"max abs {v['max_abs_err']:.2g}"
+    if "cosine" in v:
+        text += f", cos {v['cosine']:.6f}"
+    return text
+
+
+def print_check(result: dict[str, Any]) -> None:
+    out = console()
+    if result["ok"]:
+        allowed = [d for d in result["differences"] if d["allowed"]]
+        out.print(
+            f"ok: {result['model']} matches {result['golden']}"
+            + (f" ({len(allowed)} allowed decrease(s))" if allowed else "")
+        )
+        return
+    table = Table(title=f"regression against {result['golden']}", title_justify="left")
+    for col in ("what", "golden", "model", "change"):
+        table.add_column(col)
+    for d in result["differences"]:
+        table.add_row(
+            d["what"], str(d["golden"]), str(d["model"]), d["kind"] + (" (allowed)" if d["allowed"] else "")
+        )
+    out.print(table)
+
+
+def print_passes(specs: list[Any]) -> None:
+    table = Table()
+    for col in ("pass", "kind", "description", "options"):
+        table.add_column(col)
+    for s in specs:
+        opts = ", ".join(f"{k}={v}" for k, v in s.options.items()) or "-"
+        table.add_row(s.name, "lossless" if s.lossless else "lossy", s.description, opts)
+    console().print(table)
