@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from graphopt import __version__
 from graphopt.errors import GraphoptError
+from graphopt.fileio import write_json
 
 SNAPSHOT_KEYS = ("ops", "params", "inputs", "outputs")
 
@@ -19,12 +18,7 @@ def snapshot(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_golden(path: Path, snap: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(snap, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, snap)
 
 
 def read_golden(path: Path) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 
 from graphopt.errors import GraphoptError
+from graphopt.fileio import atomic_write
 
 # Serialized protobuf cannot exceed 2 GB; above this, tensors go to an external data file.
 _EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -76,40 +76,20 @@ def save_model(
         raise GraphoptError(f"{out}: output path is the input file; choose another output path")
     if out.is_dir():
         raise GraphoptError(f"{out}: is a directory, expected an output file path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        if model.ByteSize() > _EXTERNAL_DATA_THRESHOLD:
-            data_name = out.name + ".data"
-            tmp_data = out.parent / f".{data_name}.tmp"
-            onnx.save_model(
-                model,
-                str(tmp_path),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=tmp_data.name,
-            )
-            # The rename keeps the location recorded in the model valid only under the final name.
-            _relocate_external_data(tmp_path, tmp_data.name, data_name)
-            os.replace(tmp_data, out.parent / data_name)
-        else:
-            onnx.save_model(model, str(tmp_path))
-        os.replace(tmp_path, out)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-    return out
+    if model.ByteSize() <= _EXTERNAL_DATA_THRESHOLD:
+        return atomic_write(out, lambda tmp: onnx.save_model(model, str(tmp)))
+    # Over 2 GB protobuf cannot hold the tensors: they go to OUT.data next to it (written in place,
+    # before the model that points at it is renamed into place).
+    data_name = out.name + ".data"
 
+    def write_with_data(tmp: Path) -> None:
+        staged = onnx.ModelProto()
+        staged.CopyFrom(model)
+        onnx.save_model(
+            staged, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name
+        )
 
-def _relocate_external_data(model_path: Path, old: str, new: str) -> None:
-    model = onnx.load(str(model_path), load_external_data=False)
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location" and entry.value == old:
-                entry.value = new
-    onnx.save_model(model, str(model_path))
+    return atomic_write(out, write_with_data)
 
 
 # --- metadata -------------------------------------------------------------------------------------

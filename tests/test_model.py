@@ -107,3 +107,15 @@ def test_load_rejects_truncated(demo_model: Path, tmp_path: Path) -> None:
     path.write_bytes(demo_model.read_bytes()[:2000])
     with pytest.raises(GraphoptError):
         load_model(path)
+
+
+def test_saved_files_have_ordinary_permissions(demo_model: Path, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        out = save_model(load_model(demo_model), tmp_path / "m.onnx")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
