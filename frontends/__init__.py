@@ -1,1 +1,65 @@
-"""PyTorch → ONNX exporters per checkpoint family, and the reference YOLO zoo used by tests."""
+"""PyTorch → ONNX exporters per checkpoint family, and the reference YOLO zoo used by tests.
+
+from frontends import export
+export("yolov5n.pt", "yolov5n.onnx", imgsz=640)            # a checkpoint (family detected)
+export(my_module, "m.onnx", names={0: "ball"}, head="anchor-free", strides=[8, 16, 32])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from frontends.exporter import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL, ExportReport, export_loaded
+from frontends.families import LoadedModel, load_checkpoint
+
+__all__ = ["ExportReport", "LoadedModel", "export", "load_checkpoint", "loaded_from_module"]
+
+
+def loaded_from_module(
+    module: Any,
+    *,
+    names: dict[int, str] | list[str] | None = None,
+    head: str | None = None,
+    strides: list[int] | None = None,
+    output_names: list[str] | None = None,
+    main_output: str | None = None,
+) -> LoadedModel:
+    """Describe any torch.nn.Module for export; zoo models describe themselves (their `meta`)."""
+    from frontends.families.common import InferenceOutputs, names_dict
+
+    meta = getattr(module, "meta", None)
+    names = names if names is not None else (meta.names if meta else None)
+    if names is None or head is None and meta is None:
+        raise ValueError("a plain module needs names= and head= ('yolov5' or 'anchor-free')")
+    return LoadedModel(
+        module=InferenceOutputs(module).eval(),
+        family="module",
+        names=names_dict(names),
+        strides=list(strides or (meta.strides if meta else [8, 16, 32])),
+        head=head or meta.head,
+        output_names=list(output_names or (meta.output_names if meta else ["output0"])),
+        main_output=main_output or (meta.main_output if meta else None),
+        source={"module": type(module).__name__},
+    )
+
+
+def export(
+    model: str | Path | Any,
+    out: str | Path,
+    *,
+    imgsz: int | tuple[int, int] = 640,
+    opset: int = DEFAULT_OPSET,
+    repo: str | Path | None = None,
+    trust: bool = False,
+    image: str | Path | None = None,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    **module_info: Any,
+) -> ExportReport:
+    """Export a checkpoint path or a torch.nn.Module to ONNX, verified against torch."""
+    if isinstance(model, (str, Path)):
+        loaded = load_checkpoint(model, repo=repo, trust=trust)
+    else:
+        loaded = loaded_from_module(model, **module_info)
+    return export_loaded(loaded, out, imgsz=imgsz, opset=opset, image=image, atol=atol, rtol=rtol)

@@ -21,6 +21,7 @@ PREPROCESS = PREFIX + "preprocess"  # JSON {"letterbox_pad": 114, "rgb": true, "
 HISTORY = PREFIX + "history"  # JSON list of applied passes
 MAIN_OUTPUT = PREFIX + "main_output"  # name of the inference output when a model has several
 VERSION = PREFIX + "version"  # graphopt version that last wrote the model
+SOURCE = PREFIX + "source"  # JSON: checkpoint family, file, sha256, exporter
 
 HEAD_FORMATS = {
     "yolov5": "anchor-based, decoded in graph: [1, N, 5 + nc] (xywh, objectness, class scores)",

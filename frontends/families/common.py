@@ -1,0 +1,69 @@
+"""Helpers shared by the checkpoint families."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from graphopt.errors import GraphoptError
+
+
+def model_from_checkpoint(path: Any, ckpt: dict[str, Any]) -> nn.Module:
+    """The EMA weights when present (what YOLO trainers evaluate), as fp32, in eval mode."""
+    model = ckpt.get("ema") or ckpt.get("model")
+    if not isinstance(model, nn.Module):
+        raise GraphoptError(
+            f"{path}: no model object under 'ema' or 'model' (keys: {', '.join(map(str, ckpt))})"
+        )
+    return model.float().eval()
+
+
+def names_dict(names: Any, nc: int | None = None) -> dict[int, str]:
+    if isinstance(names, dict):
+        return {int(k): str(v) for k, v in names.items()}
+    if isinstance(names, (list, tuple)):
+        return dict(enumerate(map(str, names)))
+    return {i: f"class{i}" for i in range(nc or 0)}
+
+
+def strides_list(stride: Any) -> list[int]:
+    if stride is None:
+        return []
+    return [int(s) for s in torch.as_tensor(stride).float().flatten().tolist()]
+
+
+def first_outputs(y: Any) -> Any:
+    """Inference outputs of a YOLO forward in eval mode, without the training-form extras.
+
+    Heads return `pred`, `(pred, raw_maps)`, `(pred,)`, or for dual heads `[aux, main]`
+    (in export mode) / `([aux, main], raw)`.
+    """
+    if torch.is_tensor(y):
+        return y
+    if isinstance(y, (list, tuple)) and y:
+        if all(torch.is_tensor(t) for t in y) and len({t.dim() for t in y}) == 1 and y[0].dim() == 3:
+            return tuple(y) if len(y) > 1 else y[0]
+        if torch.is_tensor(y[0]):
+            return y[0]
+        if isinstance(y[0], (list, tuple)) and all(torch.is_tensor(t) for t in y[0]):
+            return tuple(y[0]) if len(y[0]) > 1 else y[0][0]
+    raise GraphoptError(f"cannot find the inference output in the model's output ({type(y).__name__})")
+
+
+class InferenceOutputs(nn.Module):
+    """Wraps a model so that export sees only its inference outputs (no leaked training-form maps)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return first_outputs(self.model(x))
+
+
+def set_export_mode(head: nn.Module) -> None:
+    """Heads that know an `export` flag return only their decoded predictions with it set."""
+    if hasattr(head, "export"):
+        head.export = True

@@ -1,0 +1,148 @@
+"""Checkpoint families, trust gating and errors (fixtures made here; real checkpoints in test_real_export)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from frontends import export, load_checkpoint
+from frontends.zoo import yolov5_tiny, yolov9_dual_tiny
+from graphopt.errors import GraphoptError
+from graphopt.model import read_metadata
+from graphopt.verify import session
+from tests.conftest import run_cli, sha256
+from tests.fake_repo import save_as_repo_checkpoint
+
+IMGSZ = 128
+
+
+class Custom(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+@pytest.fixture
+def record_torch_load(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every torch.load call's weights_only value."""
+    calls: list[bool] = []
+    original = torch.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(bool(kwargs.get("weights_only")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    return calls
+
+
+def test_yolov5_checkpoint_loads_without_running_its_code(
+    tmp_path: Path, record_torch_load: list[bool]
+) -> None:
+    zoo = yolov5_tiny()
+    x = torch.rand(1, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = zoo.float()(x).numpy()
+    ckpt = save_as_repo_checkpoint(zoo, tmp_path / "repo", tmp_path / "v5.pt")
+    assert "models" not in sys.modules
+    loaded = load_checkpoint(ckpt)
+    assert loaded.family == "yolov5" and loaded.head == "yolov5"
+    assert loaded.names[0] == "class0" and loaded.strides == [8, 16, 32]
+    assert "models" not in sys.modules  # the repo's code was never imported
+    assert record_torch_load and all(record_torch_load)  # weights_only=True only
+    export(ckpt, tmp_path / "v5.onnx", imgsz=IMGSZ)
+    got = session(onnx.load(str(tmp_path / "v5.onnx"))).run(None, {"images": x.numpy()})[0]
+    # the checkpoint was saved in fp16 like real ones: compare with the fp16-rounded weights' tolerance
+    np.testing.assert_allclose(got, expected, atol=0.5, rtol=0.02)
+
+
+def test_yolov5_with_unknown_class_needs_repo(tmp_path: Path) -> None:
+    ckpt = save_as_repo_checkpoint(
+        yolov5_tiny(), tmp_path / "repo", tmp_path / "v5.pt", replace={"Conv": "GhostConv"}
+    )
+    with pytest.raises(GraphoptError, match=r"does not rebuild \(models.common.GhostConv\).*--repo.*--trust"):
+        load_checkpoint(ckpt)
+    with pytest.raises(GraphoptError, match="refusing to unpickle.*--trust"):
+        load_checkpoint(ckpt, repo=tmp_path / "repo")
+    loaded = load_checkpoint(ckpt, repo=tmp_path / "repo", trust=True)
+    assert loaded.family == "yolov5"
+
+
+def test_yolov9_repo_dual_checkpoint(tmp_path: Path, record_torch_load: list[bool]) -> None:
+    dual = yolov9_dual_tiny()
+    ckpt = save_as_repo_checkpoint(dual, tmp_path / "repo", tmp_path / "v9.pt", top="DetectionModel")
+    with pytest.raises(GraphoptError, match="needs its training code: pass --repo"):
+        load_checkpoint(ckpt)
+    with pytest.raises(GraphoptError, match="refusing to unpickle.*arbitrary code.*--trust"):
+        load_checkpoint(ckpt, repo=tmp_path / "repo")
+    assert not any(w is False for w in record_torch_load)  # nothing unpickled fully so far
+    report = export(ckpt, tmp_path / "v9.onnx", imgsz=IMGSZ, repo=tmp_path / "repo", trust=True)
+    model = onnx.load(str(tmp_path / "v9.onnx"))
+    assert [o.name for o in model.graph.output] == ["output0", "output1"]
+    assert read_metadata(model)["graphopt.main_output"] == "output1"
+    assert report.family == "yolov9-repo"
+
+
+def test_unknown_family(tmp_path: Path) -> None:
+    path = tmp_path / "custom.pt"
+    torch.save({"model": Custom()}, path)
+    with pytest.raises(
+        GraphoptError, match=r"unknown checkpoint family \(it references [\w.]*test_checkpoints.Custom\)"
+    ):
+        load_checkpoint(path)
+
+
+def test_state_dict_only(tmp_path: Path) -> None:
+    path = tmp_path / "sd.pt"
+    torch.save(Custom().state_dict(), path)
+    with pytest.raises(GraphoptError, match="holds only weights"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("kind", ["random", "truncated", "empty"])
+def test_corrupt_checkpoint(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "bad.pt"
+    if kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "truncated":
+        torch.save({"model": Custom()}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(GraphoptError, match="corrupt|not a PyTorch checkpoint"):
+        load_checkpoint(path)
+
+
+def _one_line_error(result: object) -> str:
+    assert result.code == 2, (result.code, result.err)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_cli_export_errors(tmp_path: Path) -> None:
+    custom = tmp_path / "custom.pt"
+    torch.save({"model": Custom()}, custom)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a zip")
+    v9 = save_as_repo_checkpoint(
+        yolov9_dual_tiny(), tmp_path / "repo", tmp_path / "v9.pt", top="DetectionModel"
+    )
+    before = {p: sha256(p) for p in (custom, corrupt, v9)}
+    out = tmp_path / "o.onnx"
+    assert "unknown checkpoint family" in _one_line_error(run_cli("export", custom, "-o", out))
+    assert "corrupt" in _one_line_error(run_cli("export", corrupt, "-o", out))
+    line = _one_line_error(run_cli("export", v9, "-o", out, "--repo", tmp_path / "repo"))
+    assert "refusing to unpickle" in line and "--trust" in line
+    assert "no such file" in _one_line_error(run_cli("export", tmp_path / "none.pt", "-o", out))
+    assert "bad --imgsz" in _one_line_error(run_cli("export", custom, "-o", out, "--imgsz", "big"))
+    assert not out.exists()
+    assert {p: sha256(p) for p in before} == before
