@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import click
 
 from graphopt import __version__
 from graphopt.errors import GraphoptError
+from graphopt.fileio import write_json
 
 EXIT_REGRESSION = 1
 EXIT_INTERNAL = 3
@@ -175,7 +175,7 @@ def optimize(
     for key in ("before", "after"):
         report[key].pop("metadata")
     if report_path:
-        _write_json(Path(report_path), report)
+        write_json(report_path, report)
     diff_result = diff_summaries(
         report["before"], report["after"], os.path.getsize(input_model), os.path.getsize(output)
     )
@@ -186,13 +186,58 @@ def optimize(
         click.echo(f"wrote {output}")
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+def _parse_imgsz(text: str) -> int | tuple[int, int]:
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise GraphoptError(f"bad --imgsz '{text}': expected N or H,W")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+@cli.command()
+@click.argument("checkpoint", metavar="CKPT")
+@click.option("-o", "--output", help="Output .onnx [CKPT's name with .onnx, in the current folder].")
+@click.option(
+    "--imgsz", default="640", show_default=True, help="Input size: N or H,W (multiple of the stride)."
+)
+@click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+@click.option(
+    "--repo", help="Training repo checkout whose code the checkpoint needs (yolov7/yolov9, or yolov5)."
+)
+@click.option("--trust", is_flag=True, help="Allow full unpickling, which runs code from the file.")
+@click.option("--data", help="Verify on a real image: an image, or the first of a folder or data.yaml.")
+@click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
+def export(
+    checkpoint: str,
+    output: str | None,
+    imgsz: str,
+    opset: int,
+    repo: str | None,
+    trust: bool,
+    data: str | None,
+    as_json: bool,
+) -> None:
+    """Export a trained checkpoint to ONNX once, as trained (BN and Rep branches kept), verified against torch."""
+    from graphopt.data import resolve_images
+    from graphopt.report import print_export
+
+    size = _parse_imgsz(imgsz)
+    image = resolve_images(data)[0] if data else None
+    out = output or Path(checkpoint).with_suffix(".onnx").name
+    try:
+        import torch  # noqa: F401
+
+        from frontends import export as export_checkpoint
+    except ImportError as exc:
+        raise GraphoptError("graphopt export needs PyTorch: pip install 'graphopt[torch]'") from exc
+    report = export_checkpoint(checkpoint, out, imgsz=size, opset=opset, repo=repo, trust=trust, image=image)
+    if as_json:
+        _echo_json(report.as_dict())
+    else:
+        print_export(report.as_dict())
 
 
 @cli.command("passes")

@@ -149,3 +149,24 @@ def print_passes(specs: list[Any]) -> None:
         opts = ", ".join(f"{k}={v}" for k, v in s.options.items()) or "-"
         table.add_row(s.name, "lossless" if s.lossless else "lossy", s.description, opts)
     console().print(table)
+
+
+def print_export(r: dict[str, Any]) -> None:
+    out = console()
+    table = Table(title=f"exported {r['output']}", title_justify="left", show_header=False)
+    table.add_column("")
+    table.add_column("")
+    table.add_row("family", r["family"])
+    table.add_row("input", f"images [1, 3, {r['imgsz'][0]}, {r['imgsz'][1]}] float32")
+    for o in r["outputs"]:
+        main = "  (main branch)" if r["main_output"] == o["name"] else ""
+        table.add_row("output", f"{o['name']} {_shape(o['shape'])}{main}")
+    table.add_row("opset", str(r["opset"]))
+    table.add_row(
+        "nodes", f"{sum(r['ops'].values())} (Conv {r['conv']}, BatchNormalization {r['batchnorm']})"
+    )
+    table.add_row("verified", f"max abs diff vs torch {r['max_abs_diff']:.2e} on {r['verified_on']}")
+    table.add_row("time", f"{r['seconds']:.1f} s")
+    out.print(table)
+    for note in r["notes"]:
+        out.print(f"  note: {note}")
