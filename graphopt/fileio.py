@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +41,26 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
     return atomic_write(path, dump)
+
+
+@dataclass
+class CapturedLog:
+    lines: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[CapturedLog]:
+    """Capture what native code writes to file descriptor 2 (Python's sys.stderr included)."""
+    log = CapturedLog()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield log
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            log.lines = sink.read().decode(errors="replace").splitlines()

@@ -6,6 +6,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from graphopt.convmath import ConvKernel, bn_scale_shift
+
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
     return gs.import_onnx(model)
@@ -55,3 +57,102 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - onnx raises several types here
         return model
+
+
+class Names:
+    """Fresh tensor names for one pass (graphsurgeon needs unique names; collisions corrupt the export)."""
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self.used = set(graph.tensors().keys()) | {n.name for n in graph.nodes}
+
+    def __call__(self, base: str) -> str:
+        name, i = base, 0
+        while name in self.used:
+            i += 1
+            name = f"{base}_{i}"
+        self.used.add(name)
+        return name
+
+
+def single_consumer(tensor: gs.Tensor, graph: gs.Graph) -> bool:
+    """Only one node reads `tensor` and it is not a graph output (safe to fuse away)."""
+    return len(tensor.outputs) == 1 and tensor not in graph.outputs
+
+
+def move_output(new_producer: gs.Node, old_producer: gs.Node) -> None:
+    """Make `new_producer` produce `old_producer`'s (first) output; `old_producer` is left detached."""
+    out = old_producer.outputs[0]
+    old_producer.outputs.clear()
+    old_producer.inputs.clear()
+    new_producer.outputs.clear()
+    new_producer.outputs.append(out)
+
+
+def detach(node: gs.Node) -> None:
+    node.inputs.clear()
+    node.outputs.clear()
+
+
+# --- convolution / batch-norm views used by the folding passes ------------------------------------
+
+
+def conv_kernel(node: gs.Node) -> ConvKernel | None:
+    """A 2-D Conv with constant weights (and bias) as numbers; None for anything we do not fold."""
+    if node.op != "Conv" or len(node.inputs) < 2:
+        return None
+    weight = constant_value(node.inputs[1])
+    if weight is None or weight.ndim != 4 or weight.dtype.kind != "f":
+        return None
+    if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].name:
+        bias = constant_value(node.inputs[2])
+        if bias is None:
+            return None
+    else:
+        bias = np.zeros(weight.shape[0], dtype=weight.dtype)
+    attrs = node.attrs
+    if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID", b"NOTSET", b"VALID"):
+        return None
+    if any(d != 1 for d in attrs.get("dilations", [1, 1])):
+        return None
+    ks = attrs.get("kernel_shape")
+    if ks is not None and list(ks) != list(weight.shape[2:]):
+        return None
+    pads = tuple(int(p) for p in attrs.get("pads", [0, 0, 0, 0]))
+    top, left, bottom, right = pads[0], pads[1], pads[2], pads[3]
+    strides = tuple(int(s) for s in attrs.get("strides", [1, 1]))
+    return ConvKernel(
+        weight, bias, (top, left, bottom, right), (strides[0], strides[1]), int(attrs.get("group", 1))
+    )
+
+
+def bn_affine(node: gs.Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """An inference-mode BatchNormalization with constant statistics as (scale, shift) per channel."""
+    if node.op != "BatchNormalization" or len(node.inputs) != 5:
+        return None
+    if node.attrs.get("training_mode", 0):
+        return None
+    if any(o.outputs for o in node.outputs[1:]):  # running-stat outputs in use: a training graph
+        return None
+    values = [constant_value(t) for t in node.inputs[1:]]
+    if any(v is None for v in values):
+        return None
+    scale, bias, mean, var = values
+    return bn_scale_shift(scale, bias, mean, var, float(node.attrs.get("epsilon", 1e-5)))
+
+
+def write_conv(node: gs.Node, kernel: ConvKernel, names: Names, dtype: np.dtype) -> None:
+    """Give Conv `node` new (unshared) weight and bias constants and the kernel's geometry."""
+    weight = gs.Constant(names(f"{node.name}.weight"), kernel.weight.astype(dtype))
+    bias = gs.Constant(names(f"{node.name}.bias"), kernel.bias.astype(dtype))
+    x = node.inputs[0]
+    node.inputs.clear()
+    node.inputs.extend([x, weight, bias])
+    t, l_, b, r = kernel.pads
+    node.attrs.update(
+        kernel_shape=list(kernel.kernel),
+        pads=[t, l_, b, r],
+        strides=list(kernel.strides),
+        group=kernel.group,
+        dilations=[1, 1],
+    )
+    node.attrs.pop("auto_pad", None)

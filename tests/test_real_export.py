@@ -120,5 +120,7 @@ def test_missing_ultralytics_names_the_extra(monkeypatch: pytest.MonkeyPatch) ->
 
     need_shared(YOLOV9T)
     monkeypatch.setitem(sys.modules, "ultralytics", None)  # import fails as if not installed
-    with pytest.raises(GraphoptError, match=r"needs the 'ultralytics' package: pip install 'graphopt\[torch\]'"):
+    with pytest.raises(
+        GraphoptError, match=r"needs the 'ultralytics' package: pip install 'graphopt\[torch\]'"
+    ):
         load_checkpoint(YOLOV9T)

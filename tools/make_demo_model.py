@@ -18,7 +18,9 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 
 
-class _Builder:
+class GraphBuilder:
+    """Small helper to write ONNX graphs by hand (used by the demo and by tests)."""
+
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
         self.nodes: list[onnx.NodeProto] = []
@@ -39,22 +41,64 @@ class _Builder:
         self.nodes.append(helper.make_node(op, inputs, [out], name=out + "_node", **attrs))
         return out
 
-    def conv_bn_silu(self, x: str, cin: int, cout: int, k: int = 3, stride: int = 1) -> str:
-        w = self.const(
-            (self.rng.standard_normal((cout, cin, k, k)) * (1.0 / np.sqrt(cin * k * k))).astype(np.float32),
-            "w",
+    def conv(
+        self,
+        x: str,
+        cin: int,
+        cout: int,
+        k: int = 3,
+        stride: int = 1,
+        group: int = 1,
+        bias: bool = False,
+        pad: int | None = None,
+    ) -> str:
+        w = (self.rng.standard_normal((cout, cin // group, k, k)) / np.sqrt(cin // group * k * k)).astype(
+            np.float32
         )
-        y = self.node("Conv", [x, w], kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4)
-        scale = self.const(self.rng.uniform(0.5, 1.5, cout).astype(np.float32), "bn_scale")
-        bias = self.const(self.rng.normal(0, 0.1, cout).astype(np.float32), "bn_bias")
-        mean = self.const(self.rng.normal(0, 0.1, cout).astype(np.float32), "bn_mean")
-        var = self.const(self.rng.uniform(0.5, 1.5, cout).astype(np.float32), "bn_var")
-        y = self.node("BatchNormalization", [y, scale, bias, mean, var], epsilon=1e-3)
-        return self.node("Mul", [y, self.node("Sigmoid", [y])])
+        inputs = [x, self.const(w, "w")]
+        if bias:
+            inputs.append(self.const(self.rng.normal(0, 0.1, cout).astype(np.float32), "b"))
+        p = k // 2 if pad is None else pad
+        return self.node(
+            "Conv", inputs, kernel_shape=[k, k], strides=[stride, stride], pads=[p] * 4, group=group
+        )
+
+    def bn(self, x: str, c: int) -> str:
+        stats = [
+            self.rng.uniform(0.5, 1.5, c),
+            self.rng.normal(0, 0.1, c),
+            self.rng.normal(0, 0.1, c),
+            self.rng.uniform(0.5, 1.5, c),
+        ]
+        names = [
+            self.const(v.astype(np.float32), n)
+            for v, n in zip(stats, ("scale", "shift", "mean", "var"), strict=True)
+        ]
+        return self.node("BatchNormalization", [x, *names], epsilon=1e-3)
+
+    def silu(self, x: str) -> str:
+        return self.node("Mul", [x, self.node("Sigmoid", [x])])
+
+    def conv_bn_silu(self, x: str, cin: int, cout: int, k: int = 3, stride: int = 1) -> str:
+        return self.silu(self.bn(self.conv(x, cin, cout, k, stride), cout))
+
+    def model(
+        self, inputs: list[tuple[str, list[int]]], outputs: list[str], opset: int = OPSET
+    ) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes,
+            "graph",
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in inputs],
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+            self.inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = 8
+        return model
 
 
 def build_demo_model(imgsz: int = 64, classes: int = 3, seed: int = 0) -> onnx.ModelProto:
-    b = _Builder(seed)
+    b = GraphBuilder(seed)
     x = b.conv_bn_silu("images", 3, 8, k=3, stride=2)
     x = b.conv_bn_silu(x, 8, 16, k=3, stride=2)
     x = b.node("Identity", [x])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from graphopt.fileio import captured_stderr
 from graphopt.graph import infer_shapes
 from graphopt.model import op_histogram, param_count
 from graphopt.registry import PassContext, PassResult, register
@@ -53,11 +54,16 @@ def _with_onnxsim(graph: gs.Graph, fuse_bn: bool) -> tuple[gs.Graph | None, str]
         return None, "onnxsim is not installed; fell back to onnx-graphsurgeon constant folding"
     model = gs.export_onnx(graph, do_type_check=False)
     try:
-        # BatchNorm folding is left to the `fold-bn` pass unless asked for (it is checked and reported there).
-        simplified, ok = onnxsim.simplify(model, check_n=0, skip_fuse_bn=not fuse_bn)
+        with captured_stderr() as log:
+            # BatchNorm folding is left to `fold-bn` unless asked for (it is checked and reported there).
+            simplified, ok = onnxsim.simplify(model, check_n=0, skip_fuse_bn=not fuse_bn)
     except Exception as exc:  # noqa: BLE001 - onnxsim raises many types, including from C++
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         return None, f"onnxsim failed ({first}); fell back to onnx-graphsurgeon constant folding"
     if not ok:
         return None, "onnxsim's own check failed; fell back to onnx-graphsurgeon constant folding"
-    return gs.import_onnx(simplified), "simplified by onnxsim"
+    # onnxsim's C++ core prints one warning per node it could not evaluate (shape-dependent ones):
+    # harmless, so they become one count in the report instead of a wall of text.
+    skipped = sum(1 for line in log.lines if line.startswith("WARNING: failed to run"))
+    note = "simplified by onnxsim" + (f" ({skipped} nodes left unevaluated)" if skipped else "")
+    return gs.import_onnx(simplified), note

@@ -1,0 +1,202 @@
+"""fold-bn, fold-reparam, drop-aux on tiny hand-written graphs: exact op deltas, checker, equivalence."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from graphopt.errors import GraphoptError
+from graphopt.model import op_histogram
+from graphopt.pipeline import Pipeline
+from tools.make_demo_model import GraphBuilder
+
+C, HW = 8, 10
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, {"x": x}), strict=True))
+
+
+def _apply(model: onnx.ModelProto, *passes: str, **options: dict) -> tuple[onnx.ModelProto, list]:
+    result = Pipeline.from_passes(list(passes), options or None).run(model)
+    onnx.checker.check_model(result.model, full_check=True)
+    x = np.random.default_rng(5).standard_normal((1, C, HW, HW)).astype(np.float32)
+    got, want = _run(result.model, x), _run(model, x)
+    for name, value in got.items():
+        np.testing.assert_allclose(value, want[name], atol=1e-4, rtol=1e-4)
+    return result.model, result.reports
+
+
+def _model(b: GraphBuilder, *outputs: str) -> onnx.ModelProto:
+    return b.model([("x", [1, C, HW, HW])], list(outputs))
+
+
+# --- fold-bn ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group", [1, 2, C])
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_bn_folds(group: int, bias: bool) -> None:
+    b = GraphBuilder(1)
+    y = b.bn(b.conv("x", C, C, 3, group=group, bias=bias), C)
+    model, reports = _apply(_model(b, y), "fold-bn")
+    assert reports[0].ops_delta == {"BatchNormalization": -1}
+    assert op_histogram(model) == {"Conv": 1}
+
+
+def test_bn_conv_folds_without_padding_only() -> None:
+    b = GraphBuilder(2)
+    unpadded = b.conv(b.bn("x", C), C, 4, k=1)
+    padded = b.conv(b.bn("x", C), C, 4, k=3)  # padding would see 0 where BN's shift belongs
+    model, reports = _apply(_model(b, unpadded, padded), "fold-bn")
+    assert reports[0].ops_delta == {"BatchNormalization": -1}
+    assert reports[0].details["bn_conv"] == 1 and len(reports[0].details["kept"]) == 1
+
+
+def test_grouped_bn_conv_folds() -> None:
+    b = GraphBuilder(3)
+    y = b.conv(b.bn("x", C), C, C, k=1, group=4, pad=0)
+    model, _ = _apply(_model(b, y), "fold-bn")
+    assert op_histogram(model) == {"Conv": 1}
+
+
+def test_shared_conv_output_is_not_folded() -> None:
+    b = GraphBuilder(4)
+    conv = b.conv("x", C, C, 3)
+    out = b.bn(conv, C)
+    model, reports = _apply(_model(b, out, conv), "fold-bn")  # the conv output is also a graph output
+    assert not reports[0].changed and op_histogram(model)["BatchNormalization"] == 1
+
+
+def test_shared_weights_are_not_mutated() -> None:
+    """Two Convs reading one weight initializer: folding one BN must leave the other Conv intact."""
+    b = GraphBuilder(5)
+    w = b.const(np.random.default_rng(0).standard_normal((C, C, 3, 3)).astype(np.float32), "shared")
+    a = b.bn(b.node("Conv", ["x", w], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), C)
+    plain = b.node("Conv", ["x", w], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    model, reports = _apply(_model(b, a, plain), "fold-bn")
+    assert reports[0].ops_delta == {"BatchNormalization": -1}
+
+
+# --- fold-reparam ----------------------------------------------------------------------------------
+
+
+def _repvgg(
+    b: GraphBuilder, identity: str, bn: bool = True, stride: int = 1, extra: int | None = None
+) -> str:
+    def branch(k: int) -> str:
+        y = b.conv("x", C, C, k, stride=stride)
+        return b.bn(y, C) if bn else y
+
+    total = b.node("Add", [branch(3), branch(1)])
+    if extra:
+        total = b.node("Add", [total, branch(extra)])
+    if identity == "plain":
+        total = b.node("Add", [total, "x"])
+    elif identity == "bn":
+        total = b.node("Add", [total, b.bn("x", C)])
+    elif identity == "zero":  # torch's `conv1(x) + conv2(x) + 0` (RepConvN without identity)
+        total = b.node("Add", [total, b.const(np.array(0.0, np.float32), "zero")])
+    return b.silu(total)
+
+
+@pytest.mark.parametrize("identity", ["none", "plain", "bn", "zero"])
+def test_repvgg_branches_merge_with_bn_still_present(identity: str) -> None:
+    b = GraphBuilder(6)
+    model, reports = _apply(_model(b, _repvgg(b, identity)), "fold-reparam")
+    ops = op_histogram(model)
+    assert ops == {"Conv": 1, "Sigmoid": 1, "Mul": 1}, ops
+
+
+def test_repvgg_after_fold_bn() -> None:
+    b = GraphBuilder(7)
+    model, reports = _apply(_model(b, _repvgg(b, "bn")), "fold-bn", "fold-reparam")
+    assert reports[0].ops_delta == {"BatchNormalization": -2}
+    assert reports[1].ops_delta == {"Add": -2, "BatchNormalization": -1, "Conv": -1}
+    assert op_histogram(model)["Conv"] == 1
+
+
+def test_three_kernel_sizes_merge() -> None:
+    b = GraphBuilder(8)
+    model, _ = _apply(_model(b, _repvgg(b, "none", extra=5)), "fold-reparam")
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    assert list(next(a.ints for a in conv.attribute if a.name == "kernel_shape")) == [5, 5]
+
+
+def test_strided_branches_merge() -> None:
+    b = GraphBuilder(9)
+    model, _ = _apply(_model(b, _repvgg(b, "none", stride=2)), "fold-reparam")
+    assert op_histogram(model)["Conv"] == 1
+
+
+def test_off_centre_kernels_do_not_merge() -> None:
+    b = GraphBuilder(9)
+    w2 = b.const(np.random.default_rng(1).standard_normal((C, C, 2, 2)).astype(np.float32), "w2")
+    even = b.node("Conv", ["x", w2], kernel_shape=[2, 2], pads=[0, 0, 1, 1])  # a 1x1 cannot be centred in it
+    model, reports = _apply(_model(b, b.node("Add", [even, b.conv("x", C, C, 1)])), "fold-reparam")
+    assert not reports[0].changed
+
+
+def test_non_parallel_add_is_left_alone() -> None:
+    b = GraphBuilder(10)
+    y = b.node("Add", [b.conv("x", C, C, 3), b.conv(b.conv("x", C, C, 1), C, C, 3)])  # residual, not parallel
+    model, reports = _apply(_model(b, y), "fold-reparam")
+    assert not reports[0].changed
+
+
+def test_idempotent() -> None:
+    b = GraphBuilder(11)
+    model, _ = _apply(_model(b, _repvgg(b, "bn")), "fold-bn", "fold-reparam")
+    again = Pipeline.from_passes(["fold-bn", "fold-reparam"]).run(model)
+    assert not any(r.changed for r in again.reports)
+
+
+# --- drop-aux --------------------------------------------------------------------------------------
+
+
+def _dual(b: GraphBuilder) -> tuple[str, str]:
+    """A main branch, and an auxiliary one that restarts from the input and fuses main features."""
+    f1 = b.conv_bn_silu("x", C, C, 3)
+    main = b.conv(b.conv_bn_silu(f1, C, C, 3), C, 4, 1)
+    aux_stem = b.conv_bn_silu("x", C, C, 3)
+    fused = b.node("Add", [aux_stem, b.conv(f1, C, C, 1)])  # CBLinear/CBFuse-like routing
+    aux = b.conv(b.conv_bn_silu(fused, C, C, 3), C, 4, 1)
+    return aux, main
+
+
+def test_drop_aux_finds_the_main_output() -> None:
+    b = GraphBuilder(12)
+    aux, main = _dual(b)
+    model, reports = _apply(_model(b, aux, main), "drop-aux")
+    assert [o.name for o in model.graph.output] == [main]
+    notes = " ".join(reports[0].notes)
+    assert f"'{aux}' is auxiliary" in notes and "second backbone" in notes and f"'{main}' is main" in notes
+    assert op_histogram(model)["Conv"] == 3
+
+
+def test_drop_aux_keep_option_and_errors() -> None:
+    b = GraphBuilder(13)
+    aux, main = _dual(b)
+    model = _model(b, aux, main)
+    kept = Pipeline.from_passes(["drop-aux"], {"drop-aux": {"keep": aux}}).run(model).model
+    assert [o.name for o in kept.graph.output] == [aux]
+    with pytest.raises(GraphoptError, match="not an output of the model"):
+        Pipeline.from_passes(["drop-aux"], {"drop-aux": {"keep": "nope"}}).run(model)
+
+
+def test_drop_aux_noop_cases() -> None:
+    b = GraphBuilder(14)
+    y = b.conv_bn_silu("x", C, C, 3)
+    single = Pipeline.from_passes(["drop-aux"]).run(_model(b, y)).reports[0]
+    assert not single.changed and "single-output" in single.notes[0]
+    b = GraphBuilder(15)
+    f = b.conv_bn_silu("x", C, C, 3)
+    two_heads = _model(b, b.conv(f, C, 4, 1), b.conv(f, C, 2, 1))  # e.g. boxes and masks: no aux branch
+    report = Pipeline.from_passes(["drop-aux"]).run(two_heads).reports[0]
+    assert not report.changed and "no auxiliary branch" in report.notes[0]
