@@ -62,3 +62,48 @@ def run_cli(*args: str) -> CliResult:
             code = exc.code if isinstance(exc.code, int) else 1
     sys.stdout.flush()
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+VERIFY_IMAGE = COCO128 / "images" / "train2017" / "000000000368.jpg"
+
+
+@pytest.fixture(scope="session")
+def yolov9t_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The frontend's export of the real YOLOv9t checkpoint (once per test session)."""
+    from frontends import export
+
+    need_shared(YOLOV9T)
+    out = tmp_path_factory.mktemp("yolov9t") / "yolov9t-ball.onnx"
+    export(YOLOV9T, out, image=need_shared(VERIFY_IMAGE))
+    return out
+
+
+@pytest.fixture(scope="session")
+def yolov5n_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from frontends import export
+
+    need_shared(YOLOV5N)
+    out = tmp_path_factory.mktemp("yolov5n") / "yolov5n-coco.onnx"
+    export(YOLOV5N, out, image=need_shared(VERIFY_IMAGE))
+    return out
+
+
+ZOO_IMGSZ = 128
+
+
+@pytest.fixture(scope="session")
+def zoo_onnx(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - returns a callable
+    """zoo_onnx(name) → path of the zoo fixture `name` exported at 128 px (cached for the session)."""
+    from frontends import export
+    from frontends.zoo import BUILDERS
+
+    folder = tmp_path_factory.mktemp("zoo")
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            cache[name] = folder / f"{name}.onnx"
+            export(BUILDERS[name](), cache[name], imgsz=ZOO_IMGSZ)
+        return cache[name]
+
+    return get

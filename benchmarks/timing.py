@@ -1,0 +1,53 @@
+"""Interleaved latency measurement: models take turns on the same input, so machine noise
+(shared, 2 cores) hits every model alike and the printed ratios stay meaningful."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def interleaved(
+    runners: dict[str, Callable[[], object]], rounds: int = 30, warmup: int = 3
+) -> dict[str, list[float]]:
+    """Milliseconds per call for each runner, alternating runners every round."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def summary(ms: list[float]) -> dict[str, float]:
+    arr = np.asarray(ms)
+    return {
+        "median_ms": float(statistics.median(ms)),
+        "mean_ms": float(arr.mean()),
+        "p10_ms": float(np.percentile(arr, 10)),
+        "p90_ms": float(np.percentile(arr, 90)),
+    }
+
+
+def ort_runner(path: str, threads: int = 2, optimize: bool = True) -> tuple[Callable[[], object], dict]:
+    """An onnxruntime session on `path` as users run it (graph optimizations on by default)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+    feed = {inp.name: np.random.default_rng(0).random(shape, dtype=np.float32)}
+    return (lambda: sess.run(None, feed)), {"input": inp.name, "shape": shape}

@@ -1,0 +1,48 @@
+"""Golden op-count snapshots per fixture × recipe, checked with `graphopt check` as a user's CI would.
+
+Regenerate after an intended change: GRAPHOPT_UPDATE_GOLDEN=1 python -m pytest tests/test_golden.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+GOLDEN = REPO / "tests" / "golden"
+UPDATE = os.environ.get("GRAPHOPT_UPDATE_GOLDEN") == "1"
+RECIPES = ["simplify", "lossless"]
+
+
+def _check(model: Path, golden: Path, recipe: str, tmp_path: Path) -> None:
+    out = tmp_path / f"{golden.stem}.onnx"
+    result = run_cli("optimize", model, "-o", out, "--recipe", recipe, "--json")
+    assert result.code == 0, result.err
+    args = ["check", out, "--golden", golden] + (["--update"] if UPDATE else [])
+    checked = run_cli(*args)
+    assert checked.code == 0, checked.out + checked.err
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("fixture", ["yolov5", "yolov8", "gelan", "yolov9-dual"])
+def test_zoo_golden(zoo_onnx, fixture: str, recipe: str, tmp_path: Path) -> None:  # noqa: ANN001
+    _check(zoo_onnx(fixture), GOLDEN / f"zoo-{fixture}.{recipe}.json", recipe, tmp_path)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_yolov9t_golden(yolov9t_onnx: Path, recipe: str, tmp_path: Path) -> None:
+    _check(yolov9t_onnx, GOLDEN / f"yolov9t-ball.{recipe}.json", recipe, tmp_path)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_yolov5n_golden(yolov5n_onnx: Path, recipe: str, tmp_path: Path) -> None:
+    _check(yolov5n_onnx, GOLDEN / f"yolov5n-coco.{recipe}.json", recipe, tmp_path)
+
+
+def test_golden_detects_a_regression(zoo_onnx, tmp_path: Path) -> None:  # noqa: ANN001
+    """The lossless golden of the gelan fixture rejects the unoptimized export (more Conv, BN back)."""
+    result = run_cli("check", zoo_onnx("gelan"), "--golden", GOLDEN / "zoo-gelan.lossless.json")
+    assert result.code == 1 and "BatchNormalization" in result.out
