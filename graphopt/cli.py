@@ -240,6 +240,150 @@ def export(
         print_export(report.as_dict())
 
 
+def _runtime_error(exc: Exception) -> GraphoptError:
+    return GraphoptError(str(exc))
+
+
+@cli.command("eval")
+@click.argument("model")
+@click.option("--data", required=True, help="YOLO data.yaml (its val split is evaluated).")
+@click.option("--imgsz", type=int, default=None, help="Input size for models with a dynamic input [640].")
+@click.option(
+    "--backend", type=click.Choice(["ort", "ncnn"]), default=None, help="[by model file: .onnx → ort]"
+)
+@click.option("--threads", type=int, default=None, help="Inference threads [min(4, cores)].")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON: map50, map50_95, precision, recall, images, instances, …",
+)
+def eval_command(
+    model: str, data: str, imgsz: int | None, backend: str | None, threads: int | None, as_json: bool
+) -> None:
+    """mAP50 and mAP50-95 (COCO-style, pycocotools) of MODEL on a YOLO dataset, with precision/recall."""
+    from graphopt.evaluate import evaluate
+    from graphopt.report import print_eval
+
+    result = evaluate(model, data, backend=backend, imgsz=imgsz, threads=threads).as_dict()
+    if as_json:
+        _echo_json(result)
+    else:
+        print_eval(result)
+
+
+@cli.command()
+@click.argument("model")
+@click.option(
+    "--backend", type=click.Choice(["ort", "ncnn"]), default=None, help="[by model file: .onnx → ort]"
+)
+@click.option("--threads", type=int, default=None, help="Inference threads [min(4, cores)].")
+@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs.")
+@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed runs first.")
+@click.option("--image", help="Time the whole frame path (letterbox, decode, NMS) on this image too.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON: avg_ms, min_ms, max_ms, p50_ms, p95_ms, fps, cpu_temp_c, throttled, …",
+)
+def bench(
+    model: str,
+    backend: str | None,
+    threads: int | None,
+    runs: int,
+    warmup: int,
+    image: str | None,
+    as_json: bool,
+) -> None:
+    """Inference latency (avg/min/max/p50/p95 ms, FPS) with CPU temperature and throttle flags."""
+    from graphopt.benchmark import run_bench
+    from graphopt.report import print_bench
+
+    if runs < 1 or warmup < 0:
+        raise GraphoptError("--runs must be at least 1 and --warmup at least 0")
+    result = run_bench(model, backend=backend, threads=threads, runs=runs, warmup=warmup, image=image)
+    if as_json:
+        _echo_json(result)
+    else:
+        print_bench(result)
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("source")
+@click.option("--save", "save_dir", help="Write annotated images / video into this folder.")
+@click.option(
+    "--backend", type=click.Choice(["ort", "ncnn"]), default=None, help="[by model file: .onnx → ort]"
+)
+@click.option("--threads", type=int, default=None, help="Inference threads [min(4, cores)].")
+@click.option("--conf", type=float, default=0.25, show_default=True, help="Confidence threshold.")
+@click.option("--iou", type=float, default=0.45, show_default=True, help="NMS IoU threshold.")
+@click.option(
+    "--max-frames", type=int, default=None, help="Stop after this many frames (cameras run until Ctrl-C)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: summary and per-frame detections.")
+def detect(
+    model: str,
+    source: str,
+    save_dir: str | None,
+    backend: str | None,
+    threads: int | None,
+    conf: float,
+    iou: float,
+    max_frames: int | None,
+    as_json: bool,
+) -> None:
+    """Detect objects in an image, a folder, a video, a camera index or picamera2; print a summary."""
+    from graphopt.detect import run_detect
+    from graphopt.report import print_detect
+
+    result = run_detect(
+        model,
+        source,
+        save_dir=save_dir,
+        backend=backend,
+        threads=threads,
+        conf=conf,
+        iou=iou,
+        max_frames=max_frames,
+        collect=as_json,
+    )
+    if as_json:
+        _echo_json(result)
+    else:
+        print_detect(result)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--to", "target", type=click.Choice(["ncnn"]), required=True, help="Target format.")
+@click.option("-o", "--output", required=True, help="Output folder (gets NAME.ncnn.param/.bin/.json).")
+@click.option(
+    "--fp16/--fp32", default=True, show_default=True, help="Store weights as fp16 (NCNN's default)."
+)
+@click.option("--data", help="Verify on a real image: an image, or the first of a folder or data.yaml.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def convert(model: str, target: str, output: str, fp16: bool, data: str | None, as_json: bool) -> None:
+    """Convert an ONNX model to NCNN with pnnx, with the metadata sidecar the runtime reads."""
+    from graphopt.convert import convert_to_ncnn
+    from graphopt.data import resolve_images
+
+    image = resolve_images(data)[0] if data else None
+    result = convert_to_ncnn(model, output, fp16=fp16, verify_image=image)
+    if as_json:
+        _echo_json(result)
+    else:
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in result["max_abs_diff"].items())
+        click.echo(
+            f"wrote {result['param']} and .bin ({'fp16' if fp16 else 'fp32'} weights), sidecar {result['sidecar']}"
+        )
+        click.echo(
+            f"NCNN vs onnxruntime on {result['verified_on']}: max abs diff {diffs} "
+            f"({result['max_rel_to_range']:.3%} of the output range)"
+        )
+
+
 @cli.command("passes")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print JSON: a list of name, lossless, description, options."

@@ -170,3 +170,92 @@ def print_export(r: dict[str, Any]) -> None:
     out.print(table)
     for note in r["notes"]:
         out.print(f"  note: {note}")
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _latency_row(table: Table, label: str, lat: dict[str, Any]) -> None:
+    table.add_row(
+        label,
+        _ms(lat["avg_ms"]),
+        _ms(lat["min_ms"]),
+        _ms(lat["max_ms"]),
+        _ms(lat["p50_ms"]),
+        _ms(lat["p95_ms"]),
+        "-" if lat["fps"] is None else f"{lat['fps']:.1f}",
+    )
+
+
+def _latency_table(rows: list[tuple[str, dict[str, Any]]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("", "avg ms", "min", "max", "p50", "p95", "FPS"):
+        table.add_column(col, justify="right" if col else "left")
+    for label, lat in rows:
+        _latency_row(table, label, lat)
+    return table
+
+
+def _health(r: dict[str, Any]) -> str:
+    temp = "n/a" if r.get("cpu_temp_c") is None else f"{r['cpu_temp_c']:.1f} °C"
+    thr = r.get("throttled")
+    throttle = (
+        "n/a (not a Raspberry Pi)" if thr is None else (", ".join(thr["now"]) or "no") + f" ({thr['raw']})"
+    )
+    return f"CPU temperature {temp}; throttled: {throttle}"
+
+
+def print_eval(r: dict[str, Any]) -> None:
+    out = console()
+    table = Table(
+        title=f"{r['model']} on {r['data']} ({r['backend']}, {r['imgsz'][0]}x{r['imgsz'][1]})",
+        title_justify="left",
+    )
+    for col in ("images", "instances", "P", "R", "mAP50", "mAP50-95"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(r["images"]),
+        str(r["instances"]),
+        f"{r['precision']:.3f}",
+        f"{r['recall']:.3f}",
+        f"{r['map50']:.3f}",
+        f"{r['map50_95']:.3f}",
+    )
+    out.print(table)
+    for p in r["problems"]:
+        out.print(f"[yellow]warning:[/] {p}")
+
+
+def print_bench(r: dict[str, Any]) -> None:
+    out = console()
+    rows = [("inference", r)] + ([("whole frame", r["end_to_end"])] if "end_to_end" in r else [])
+    out.print(
+        _latency_table(
+            rows,
+            f"{r['model']}: {r['backend']}, {r['threads']} threads, "
+            f"{r['imgsz'][0]}x{r['imgsz'][1]}, {r['runs']} runs",
+        )
+    )
+    out.print(_health(r))
+
+
+def print_detect(r: dict[str, Any]) -> None:
+    out = console()
+    out.print(
+        f"{r['frames']} frame(s) from {r['source']}: {r['detections']} detection(s)"
+        + (f", {r['skipped']} skipped" if r["skipped"] else "")
+        + (f", {r['dropped']} stale frame(s) dropped" if r["dropped"] else "")
+    )
+    if r["per_class"]:
+        out.print("  " + ", ".join(f"{n} ×{c}" for n, c in r["per_class"].items()))
+    for reason in r["skip_reasons"][:5]:
+        out.print(f"  [yellow]skipped:[/] {reason}")
+    out.print(
+        _latency_table(
+            [("inference", r["inference"]), ("whole frame", r["per_frame"])], f"latency ({r['backend']})"
+        )
+    )
+    out.print(_health(r))
+    if r["saved_to"]:
+        out.print(f"annotated output in {r['saved_to']}")

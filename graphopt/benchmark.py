@@ -1,0 +1,68 @@
+"""`graphopt bench`: latency of a model on this machine, with the Pi's temperature and throttling."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from graphopt.errors import GraphoptError
+
+
+def run_bench(
+    model: str | Path,
+    *,
+    backend: str | None = None,
+    threads: int | None = None,
+    runs: int = 50,
+    warmup: int = 5,
+    image: str | Path | None = None,
+) -> dict[str, Any]:
+    from runtime.backends import RuntimeModelError
+    from runtime.detector import Detector
+    from runtime.stats import cpu_temp_c, latency_summary, throttled
+
+    try:
+        detector = Detector(model, backend=backend, threads=threads)
+    except RuntimeModelError as exc:
+        raise GraphoptError(str(exc)) from exc
+    frame = None
+    if image is not None:
+        frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise GraphoptError(f"{image}: cannot read image")
+    x = (
+        detector.preprocess(frame)[0]
+        if frame is not None
+        else np.random.default_rng(0).random((1, 3, *detector.input_hw), dtype=np.float32)
+    )
+    temp_before = cpu_temp_c()
+    for _ in range(warmup):
+        detector.backend.run(x)
+    infer = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        detector.backend.run(x)
+        infer.append((time.perf_counter() - t0) * 1000)
+    result: dict[str, Any] = {
+        "model": str(model),
+        "backend": detector.backend.name,
+        "threads": getattr(detector.backend, "threads", threads),
+        "imgsz": list(detector.input_hw),
+        "runs": runs,
+        **latency_summary(infer),
+    }
+    if frame is not None:
+        full = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            detector(frame)
+            full.append((time.perf_counter() - t0) * 1000)
+        result["end_to_end"] = latency_summary(full)
+    result["cpu_temp_c"] = cpu_temp_c()
+    result["cpu_temp_start_c"] = temp_before
+    result["throttled"] = throttled()
+    return result

@@ -1,0 +1,144 @@
+"""`graphopt convert --to ncnn`: ONNX → NCNN (.param/.bin) via pnnx, plus the JSON sidecar the runtime reads.
+
+pnnx's converter binary writes several by-products next to its input and in its working folder
+(*.pnnx.param, *_pnnx.py, *.pnnxsim.onnx, …); it runs in a temporary folder on a link to the
+model, and only the NCNN pair is kept. The sidecar carries the model's graphopt metadata and the
+blob ↔ ONNX name and shape mapping (pnnx names blobs in0…, out0… in graph order; NCNN drops the
+batch axis, which the runtime restores from the recorded shape).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphopt.errors import GraphoptError, VerificationError
+from graphopt.fileio import write_json
+from graphopt.model import io_signature, load_model, read_metadata
+
+NCNN_SHAPE_TOLERANCE = 1e-2  # relative to the output's scale, fp32 conversion; fp16 is measured, not enforced
+
+
+def convert_to_ncnn(
+    model_path: str | Path, out_dir: str | Path, fp16: bool = True, verify_image: str | Path | None = None
+) -> dict[str, Any]:
+    try:
+        import pnnx
+    except ImportError as exc:
+        raise GraphoptError("graphopt convert --to ncnn needs pnnx: pip install 'graphopt[ncnn]'") from exc
+    src = Path(model_path)
+    model = load_model(src)
+    sig = io_signature(model)
+    if len(sig["inputs"]) != 1:
+        raise GraphoptError(f"{src}: NCNN conversion supports one input, the model has {len(sig['inputs'])}")
+    shape = sig["inputs"][0]["shape"]
+    if not shape or any(not isinstance(d, int) or d <= 0 for d in shape):
+        raise GraphoptError(f"{src}: the input shape {shape} is not static; export with a fixed --imgsz")
+    _refuse_unsupported(model, src)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise GraphoptError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    stem = src.name.removesuffix(".onnx")
+    with tempfile.TemporaryDirectory(prefix="graphopt-pnnx-") as tmp:
+        link = Path(tmp) / "model.onnx"
+        os.symlink(src.resolve(), link)
+        cmd = [pnnx.EXEC_PATH, str(link), f"inputshape=[{','.join(map(str, shape))}]f32", f"fp16={int(fp16)}"]
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        param, weights = Path(tmp) / "model.ncnn.param", Path(tmp) / "model.ncnn.bin"
+        if proc.returncode != 0 or not param.exists() or not weights.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise GraphoptError(f"{src}: pnnx could not convert it ({tail[0][:200]})")
+        shutil.move(param, out / f"{stem}.ncnn.param")
+        shutil.move(weights, out / f"{stem}.ncnn.bin")
+    sidecar = {
+        "format": "ncnn",
+        "source": src.name,
+        "fp16": fp16,
+        "converter": f"pnnx {getattr(pnnx, '__version__', '')}".strip(),
+        "inputs": [
+            {"name": f"in{i}", "onnx_name": e["name"], "shape": e["shape"]}
+            for i, e in enumerate(sig["inputs"])
+        ],
+        "outputs": [
+            {"name": f"out{i}", "onnx_name": e["name"], "shape": e["shape"]}
+            for i, e in enumerate(sig["outputs"])
+        ],
+        "metadata": read_metadata(model),
+    }
+    write_json(out / f"{stem}.ncnn.json", sidecar)
+    check = _verify(src, out / f"{stem}.ncnn.param", fp16, verify_image)
+    return {
+        "output": str(out),
+        "param": str(out / f"{stem}.ncnn.param"),
+        "bin": str(out / f"{stem}.ncnn.bin"),
+        "sidecar": str(out / f"{stem}.ncnn.json"),
+        "fp16": fp16,
+        **check,
+    }
+
+
+def _refuse_unsupported(model: Any, src: Path) -> None:
+    ops = {n.op_type for n in model.graph.node}
+    if "NonMaxSuppression" in ops:
+        raise GraphoptError(
+            f"{src}: has NMS inside the graph, which NCNN cannot run; convert the model from before "
+            "`fuse-nms` (the runtime does NMS on the host for NCNN)"
+        )
+    if ops & {"QuantizeLinear", "DequantizeLinear"}:
+        raise GraphoptError(
+            f"{src}: a QDQ (int8) ONNX model; pnnx converts float models — convert the fp32 "
+            "model and quantize with ncnn's own tools"
+        )
+
+
+def _verify(onnx_path: Path, param: Path, fp16: bool, image: str | Path | None) -> dict[str, Any]:
+    """NCNN against onnxruntime on the same input: max abs diff per output, relative to its scale."""
+    from graphopt.verify import session
+    from runtime.backends import NcnnBackend
+
+    ort_sess = session(load_model(onnx_path))
+    inp = ort_sess.get_inputs()[0]
+    if image is not None:
+        import cv2
+
+        from runtime.preprocess import letterbox, to_input_tensor
+
+        frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise GraphoptError(f"{image}: cannot read image")
+        x = to_input_tensor(letterbox(frame, tuple(inp.shape[2:]))[0])
+        described = f"image {Path(image).name}"
+    else:
+        x = np.random.default_rng(0).random(inp.shape, dtype=np.float32)
+        described = "seeded random input"
+    names = [o.name for o in ort_sess.get_outputs()]
+    ref = dict(zip(names, ort_sess.run(names, {inp.name: x}), strict=True))
+    got = NcnnBackend(param, threads=2).run(x)
+    diffs, rel = {}, 0.0
+    for name, value in ref.items():
+        if name not in got or got[name].size != value.size:
+            raise VerificationError(
+                f"{param}: NCNN output '{name}' has shape {got.get(name, np.zeros(0)).shape}, "
+                f"ONNX {value.shape}; nothing is usable"
+            )
+        d = float(np.abs(got[name].reshape(value.shape) - value).max())
+        diffs[name] = d
+        rel = max(rel, d / max(float(np.abs(value).max()), 1e-6))
+    if not fp16 and not rel <= NCNN_SHAPE_TOLERANCE:
+        raise VerificationError(
+            f"{param}: NCNN differs from onnxruntime by {max(diffs.values()):.3g} "
+            f"({rel:.2%} of the output range) on {described}"
+        )
+    return {"verified_on": described, "max_abs_diff": diffs, "max_rel_to_range": rel}
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())

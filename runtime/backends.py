@@ -1,0 +1,144 @@
+"""Inference backends: onnxruntime or NCNN, behind one small interface. Each is imported lazily,
+so a Pi needs only the one it uses."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+SIDECAR_SUFFIX = ".json"  # NCNN: model.ncnn.param + model.ncnn.bin + model.ncnn.json (metadata, blob names)
+
+
+class RuntimeModelError(Exception):
+    """The model cannot be opened or run by the chosen backend (a one-line, user-facing message)."""
+
+
+class Backend(Protocol):
+    name: str
+    input_shape: tuple[int, ...]
+    output_names: list[str]
+    metadata: dict[str, str]
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+def default_threads() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+class OrtBackend:
+    name = "ort"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise RuntimeModelError("the ort backend needs onnxruntime: pip install onnxruntime") from exc
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or default_threads()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise RuntimeModelError(
+                f"{path}: onnxruntime cannot open it ({str(exc).splitlines()[0][:200]})"
+            ) from exc
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.threads = opts.intra_op_num_threads
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(self.output_names, {self.input_name: x})
+        return dict(zip(self.output_names, values, strict=True))
+
+
+def ncnn_files(path: str | Path) -> tuple[Path, Path, Path]:
+    """(param, bin, sidecar) for a converted model given as its folder, .param, .bin or .json."""
+    p = Path(path)
+    if p.is_dir():
+        params = sorted(p.glob("*.param"))
+        if len(params) != 1:
+            raise RuntimeModelError(f"{p}: expected one .param file in the folder, found {len(params)}")
+        p = params[0]
+    stem = p.name
+    for suffix in (".param", ".bin", SIDECAR_SUFFIX):
+        stem = stem.removesuffix(suffix)
+    base = p.parent / stem
+    files = (
+        base.with_name(stem + ".param"),
+        base.with_name(stem + ".bin"),
+        base.with_name(stem + SIDECAR_SUFFIX),
+    )
+    missing = [str(f) for f in files[:2] if not f.exists()]
+    if missing:
+        raise RuntimeModelError(f"NCNN model files missing: {', '.join(missing)}")
+    return files
+
+
+class NcnnBackend:
+    name = "ncnn"
+
+    def __init__(self, path: str | Path, threads: int | None = None, fp16: bool | None = None) -> None:
+        try:
+            import ncnn
+        except ImportError as exc:
+            raise RuntimeModelError("the ncnn backend needs the ncnn package: pip install ncnn") from exc
+        param, weights, sidecar = ncnn_files(path)
+        info: dict[str, Any] = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        self.net = ncnn.Net()
+        self.threads = threads or default_threads()
+        self.net.opt.num_threads = self.threads
+        use_fp16 = bool(info.get("fp16", False)) if fp16 is None else fp16
+        self.net.opt.use_fp16_packed = use_fp16
+        self.net.opt.use_fp16_storage = use_fp16
+        self.net.opt.use_fp16_arithmetic = use_fp16
+        if self.net.load_param(str(param)) != 0 or self.net.load_model(str(weights)) != 0:
+            raise RuntimeModelError(f"{param}: ncnn cannot load the model")
+        self._ncnn = ncnn
+        inputs = info.get("inputs") or [{"name": "in0", "shape": [1, 3, -1, -1]}]
+        outputs = info.get("outputs") or [{"name": "out0", "onnx_name": "output0", "shape": None}]
+        self.input_blob = inputs[0]["name"]
+        self.input_shape = tuple(inputs[0]["shape"])
+        self._outputs = [(o["name"], o.get("onnx_name", o["name"]), o.get("shape")) for o in outputs]
+        self.output_names = [onnx_name for _, onnx_name, _ in self._outputs]
+        self.metadata = {
+            k: v if isinstance(v, str) else json.dumps(v) for k, v in info.get("metadata", {}).items()
+        }
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        ex = self.net.create_extractor()
+        ex.input(self.input_blob, self._ncnn.Mat(np.ascontiguousarray(x[0])))
+        out = {}
+        for blob, onnx_name, shape in self._outputs:
+            ret, mat = ex.extract(blob)
+            if ret != 0:
+                raise RuntimeModelError(f"ncnn could not compute output '{blob}'")
+            arr = np.array(mat)
+            out[onnx_name] = arr.reshape(shape) if shape else arr[None]  # NCNN drops the batch axis
+        return out
+
+
+def open_backend(model: str | Path, backend: str | None = None, threads: int | None = None) -> Backend:
+    p = Path(model)
+    if not p.exists():
+        raise RuntimeModelError(f"{p}: no such file or folder")
+    kind = backend or ("ncnn" if p.is_dir() or p.suffix in (".param", ".bin") else "ort")
+    if kind == "ort":
+        if p.is_dir():
+            raise RuntimeModelError(f"{p}: a folder; the ort backend takes an .onnx file")
+        return OrtBackend(p, threads)
+    if kind == "ncnn":
+        if p.suffix == ".onnx":
+            raise RuntimeModelError(
+                f"{p}: an ONNX file; convert it first: graphopt convert {p} --to ncnn -o DIR"
+            )
+        return NcnnBackend(p, threads)
+    raise RuntimeModelError(f"unknown backend '{kind}' (ort or ncnn)")

@@ -1,0 +1,113 @@
+"""`Detector`: one frame in (BGR, any size), detections out (xyxy in original pixels)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.backends import RuntimeModelError, open_backend
+from runtime.decode import decode, infer_head_format
+from runtime.metadata import parse_metadata
+from runtime.nms import nms
+from runtime.preprocess import letterbox, to_input_tensor
+
+
+@dataclass
+class Detections:
+    boxes: np.ndarray  # [M, 4] xyxy, original image pixels
+    scores: np.ndarray  # [M]
+    class_ids: np.ndarray  # [M]
+    names: list[str]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "box": [round(float(v), 2) for v in b],
+                "score": round(float(s), 4),
+                "class_id": int(c),
+                "name": n,
+            }
+            for b, s, c, n in zip(self.boxes, self.scores, self.class_ids, self.names, strict=True)
+        ]
+
+
+class Detector:
+    """Letterbox → backend → decode → class-aware NMS, reading everything it needs from metadata."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        backend: str | None = None,
+        threads: int | None = None,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        multi_label: bool = False,
+        imgsz: int | tuple[int, int] | None = None,
+    ) -> None:
+        self.backend = open_backend(model_path, backend, threads)
+        self.meta = parse_metadata(self.backend.metadata)
+        self.conf, self.iou, self.max_det, self.multi_label = conf, iou, max_det, multi_label
+        self.input_hw = self._input_hw(imgsz)
+        self.output_name = (
+            self.meta.main_output if self.meta.main_output in self.backend.output_names else None
+        )
+        self.head = self.meta.head or self._probe_head()
+        self.names = self.meta.names
+
+    def _input_hw(self, imgsz: int | tuple[int, int] | None) -> tuple[int, int]:
+        shape = self.backend.input_shape
+        if len(shape) == 4 and shape[2] > 0 and shape[3] > 0:
+            return int(shape[2]), int(shape[3])
+        if imgsz is not None:
+            return (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
+        if self.meta.imgsz:
+            return self.meta.imgsz
+        return 640, 640
+
+    def _probe_head(self) -> str:
+        """No head metadata (a peer's export): run once on a blank image and read the output shapes."""
+        blank = np.zeros((1, 3, *self.input_hw), np.float32)
+        outputs = self.backend.run(blank)
+        nc = len(self.meta.names) or None
+        try:
+            return infer_head_format({k: v.shape for k, v in outputs.items()}, nc)
+        except ValueError as exc:
+            raise RuntimeModelError(str(exc)) from exc
+
+    def class_name(self, class_id: int) -> str:
+        return self.names.get(int(class_id), str(int(class_id)))
+
+    def preprocess(self, frame_bgr: np.ndarray):  # noqa: ANN201 - (tensor, Letterbox)
+        pre = self.meta.preprocess
+        boxed, lb = letterbox(frame_bgr, self.input_hw, pad_value=int(pre.get("letterbox_pad", 114)))
+        return to_input_tensor(
+            boxed, rgb=bool(pre.get("rgb", True)), scale=float(pre.get("scale", 1 / 255))
+        ), lb
+
+    def __call__(self, frame_bgr: np.ndarray) -> Detections:
+        t0 = time.perf_counter()
+        x, lb = self.preprocess(frame_bgr)
+        t1 = time.perf_counter()
+        outputs = self.backend.run(x)
+        t2 = time.perf_counter()
+        cand = nms(
+            decode(outputs, self.head, self.conf, self.multi_label, self.output_name), self.iou, self.max_det
+        )
+        boxes = lb.boxes_to_original(cand.boxes) if len(cand.boxes) else cand.boxes.reshape(0, 4)
+        t3 = time.perf_counter()
+        return Detections(
+            boxes=boxes,
+            scores=cand.scores,
+            class_ids=cand.class_ids,
+            names=[self.class_name(c) for c in cand.class_ids],
+            timings_ms={"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3},
+        )
