@@ -72,6 +72,21 @@ def test_nms_is_class_aware() -> None:
     assert sorted(kept.class_ids.tolist()) == [0, 1] and 0.8 not in kept.scores.tolist()
 
 
+def test_nms_keeps_the_best_max_det_of_all_candidates() -> None:
+    """max_det caps the result, not the candidates (OpenCV's top_k would cap the candidates)."""
+    n = 500
+    x = np.arange(n, dtype=np.float32) * 20  # disjoint boxes
+    boxes = np.stack([x, np.zeros(n), x + 10, np.full(n, 10)], 1).astype(np.float32)
+    scores = np.random.default_rng(0).permutation(n).astype(np.float32) / n
+    # a duplicate of every box with a slightly lower score, to be suppressed
+    c = Candidates(
+        np.concatenate([boxes, boxes]), np.concatenate([scores, scores - 1e-4]), np.zeros(2 * n, int)
+    )
+    kept = nms(c, iou=0.5, max_det=300)
+    assert len(kept.scores) == 300
+    np.testing.assert_allclose(kept.scores, np.sort(scores)[::-1][:300])
+
+
 def test_letterbox_maps_boxes_back() -> None:
     image = np.zeros((480, 640, 3), np.uint8)
     boxed, lb = letterbox(image, (320, 320))
