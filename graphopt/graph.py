@@ -156,3 +156,43 @@ def write_conv(node: gs.Node, kernel: ConvKernel, names: Names, dtype: np.dtype)
         dilations=[1, 1],
     )
     node.attrs.pop("auto_pad", None)
+
+
+# inputs that carry shapes, sizes or indices rather than feature data
+SHAPE_INPUTS = {
+    "Reshape": (1,),
+    "Resize": (1, 2, 3),
+    "Upsample": (1,),
+    "Slice": (1, 2, 3, 4),
+    "Expand": (1,),
+    "Tile": (1,),
+    "ConstantOfShape": (0,),
+    "Range": (0, 1, 2),
+    "Gather": (1,),
+    "Unsqueeze": (1,),
+    "Squeeze": (1,),
+    "Split": (1,),
+    "Pad": (1, 2),
+    "TopK": (1,),
+    "NonMaxSuppression": (2, 3, 4),
+    "ReduceSum": (1,),
+}
+
+
+def shape_computation_nodes(graph: gs.Graph) -> list[gs.Node]:
+    """Nodes that only compute shapes/sizes/indices (what a Reshape target or Resize size is made of)."""
+    shape_nodes: dict[int, gs.Node] = {}
+    stack = [
+        node.inputs[i]
+        for node in graph.nodes
+        for i in SHAPE_INPUTS.get(node.op, ())
+        if i < len(node.inputs) and node.inputs[i] is not None
+    ]
+    while stack:
+        tensor = stack.pop()
+        for node in tensor.inputs:
+            if id(node) not in shape_nodes:
+                shape_nodes[id(node)] = node
+                if node.op not in ("Shape", "Size"):  # they read only the shape of their (data) input
+                    stack.extend(t for t in node.inputs if t is not None)
+    return list(shape_nodes.values())

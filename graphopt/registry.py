@@ -34,6 +34,8 @@ class PassResult:
 
 
 PassFn = Callable[[gs.Graph, PassContext], PassResult]
+# (reference outputs, candidate outputs, candidate metadata, atol, rtol) -> graphopt.verify.Comparison
+CompareFn = Callable[[list, list, dict, float, float], Any]
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,20 @@ class PassSpec:
     lossless: bool
     description: str
     options: dict[str, Any]  # option name -> default value (its type is the option's type)
+    # For passes that change what the outputs are (e.g. NMS in the graph): how "unchanged" is judged.
+    compare: CompareFn | None = None
 
 
 _REGISTRY: dict[str, PassSpec] = {}
 
 
 def register(
-    name: str, *, lossless: bool, description: str | None = None, options: dict[str, Any] | None = None
+    name: str,
+    *,
+    lossless: bool,
+    description: str | None = None,
+    options: dict[str, Any] | None = None,
+    compare: CompareFn | None = None,
 ) -> Callable[[PassFn], PassFn]:
     """Register `fn` as pass `name`. The description defaults to the docstring's first line."""
 
@@ -61,6 +70,7 @@ def register(
             lossless=lossless,
             description=description or (doc[0] if doc else ""),
             options=dict(options or {}),
+            compare=compare,
         )
         return fn
 

@@ -57,6 +57,7 @@ class FeedSource:
     """Inputs for a model: real images from `data` for an image input, seeded random otherwise."""
 
     def __init__(self, data: str | Path | None = None, samples: int = 2, seed: int = 0) -> None:
+        self.data = Path(data) if data is not None else None
         self.images = resolve_images(data) if data is not None else []
         self.samples = samples
         self.seed = seed
@@ -75,8 +76,14 @@ class FeedSource:
             shape = _concrete_shape(entry["shape"], meta.imgsz)
             if self.images and _is_image_input(entry):
                 used_images = True
-                for feed, path in zip(feeds, self._cycle_images(), strict=False):
-                    feed[entry["name"]] = _image_tensor(path, (shape[2], shape[3]), meta.preprocess)
+                tensors, skipped = self.image_batches((shape[2], shape[3]), meta.preprocess, self.samples)
+                readable = list(tensors)
+                if not readable:
+                    raise GraphoptError(
+                        f"{self.data}: none of its images could be read ({len(skipped)} unreadable)"
+                    )
+                for i, feed in enumerate(feeds):
+                    feed[entry["name"]] = readable[i % len(readable)]
             else:
                 for feed in feeds:
                     feed[entry["name"]] = _random(rng, shape, entry["dtype"])
@@ -85,8 +92,29 @@ class FeedSource:
         )
         return feeds
 
-    def _cycle_images(self) -> list[Path]:
-        return [self.images[i % len(self.images)] for i in range(self.samples)]
+    @property
+    def labeled_yaml(self) -> Path | None:
+        """The data.yaml when the images came with labels (accuracy can then be measured as mAP)."""
+        return self.data if self.data is not None and self.data.suffix.lower() in (".yaml", ".yml") else None
+
+    def image_batches(self, hw: tuple[int, int], preprocess: dict[str, Any], count: int):  # noqa: ANN201
+        """Up to `count` letterboxed image tensors; unreadable files are skipped and reported back."""
+        skipped: list[str] = []
+
+        def generate():  # noqa: ANN202
+            produced = 0
+            for path in self.images:
+                if produced >= count:
+                    return
+                try:
+                    tensor = _image_tensor(path, hw, preprocess)
+                except GraphoptError:
+                    skipped.append(path.name)
+                    continue
+                produced += 1
+                yield tensor
+
+        return generate(), skipped
 
 
 def _concrete_shape(shape: list[int | str] | None, imgsz: tuple[int, int] | None) -> list[int]:

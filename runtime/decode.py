@@ -58,6 +58,17 @@ def _select(boxes: np.ndarray, scores: np.ndarray, conf: float, multi_label: boo
     return Candidates(xywh_to_xyxy(boxes[keep]), best[keep].astype(np.float32), cls[keep].astype(np.int64))
 
 
+def head_arrays(output: np.ndarray, head: str) -> tuple[np.ndarray, np.ndarray]:
+    """Raw head output → (xywh boxes [N, 4], class scores [N, nc]) for the decoded formats."""
+    pred = np.asarray(output)
+    pred = pred.reshape(pred.shape[-2:]) if pred.ndim == 3 else pred
+    if head == "yolov5":
+        return pred[:, :4], pred[:, 5:] * pred[:, 4:5]
+    if head == "anchor-free":
+        return pred[:4].T, pred[4:].T
+    raise ValueError(f"head format '{head}' has no raw box/score arrays")
+
+
 def decode(
     outputs: dict[str, np.ndarray],
     head: str,

@@ -9,17 +9,8 @@ import numpy as np
 import pytest
 
 from graphopt.evaluate import evaluate
-from graphopt.model import load_model, save_model
-from graphopt.pipeline import Pipeline
 from runtime.detector import Detector
 from tests.conftest import COCO128, need_shared
-
-
-@pytest.fixture(scope="module")
-def yolov5n_lossless(yolov5n_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("v5lossless") / "yolov5n-coco.lossless.onnx"
-    save_model(Pipeline.from_recipe("lossless").run(load_model(yolov5n_onnx)).model, out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,10 @@ class GraphBuilder:
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
         model.ir_version = 8
+        inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.output}
+        for out in model.graph.output:  # fill output shapes (the checker wants them)
+            if out.name in inferred and inferred[out.name].type.tensor_type.HasField("shape"):
+                out.CopyFrom(inferred[out.name])
         return model
 
 
