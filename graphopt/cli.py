@@ -240,10 +240,6 @@ def export(
         print_export(report.as_dict())
 
 
-def _runtime_error(exc: Exception) -> GraphoptError:
-    return GraphoptError(str(exc))
-
-
 @cli.command("eval")
 @click.argument("model")
 @click.option("--data", required=True, help="YOLO data.yaml (its val split is evaluated).")

@@ -67,25 +67,40 @@ def run_cli(*args: str) -> CliResult:
 VERIFY_IMAGE = COCO128 / "images" / "train2017" / "000000000368.jpg"
 
 
-@pytest.fixture(scope="session")
-def yolov9t_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The frontend's export of the real YOLOv9t checkpoint (once per test session)."""
+@pytest.fixture
+def record_torch_load(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every torch.load call's weights_only value."""
+    import torch
+
+    calls: list[bool] = []
+    original = torch.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        calls.append(bool(kwargs.get("weights_only")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    return calls
+
+
+def _export_real(checkpoint: Path, factory: pytest.TempPathFactory) -> Path:
+    """The frontend's export of a real checkpoint, verified on a real image."""
     from frontends import export
 
-    need_shared(YOLOV9T)
-    out = tmp_path_factory.mktemp("yolov9t") / "yolov9t-ball.onnx"
-    export(YOLOV9T, out, image=need_shared(VERIFY_IMAGE))
+    need_shared(checkpoint)
+    out = factory.mktemp(checkpoint.stem) / f"{checkpoint.stem}.onnx"
+    export(checkpoint, out, image=need_shared(VERIFY_IMAGE))
     return out
+
+
+@pytest.fixture(scope="session")
+def yolov9t_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export_real(YOLOV9T, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def yolov5n_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from frontends import export
-
-    need_shared(YOLOV5N)
-    out = tmp_path_factory.mktemp("yolov5n") / "yolov5n-coco.onnx"
-    export(YOLOV5N, out, image=need_shared(VERIFY_IMAGE))
-    return out
+    return _export_real(YOLOV5N, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

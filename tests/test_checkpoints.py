@@ -30,20 +30,6 @@ class Custom(torch.nn.Module):
         return self.conv(x)
 
 
-@pytest.fixture
-def record_torch_load(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Every torch.load call's weights_only value."""
-    calls: list[bool] = []
-    original = torch.load
-
-    def spy(*args: object, **kwargs: object) -> object:
-        calls.append(bool(kwargs.get("weights_only")))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", spy)
-    return calls
-
-
 def test_yolov5_checkpoint_loads_without_running_its_code(
     tmp_path: Path, record_torch_load: list[bool]
 ) -> None:

@@ -93,25 +93,15 @@ def test_cli_export_json(tmp_path: Path) -> None:
     assert data["imgsz"] == [320, 320]
 
 
-def test_real_checkpoints_load_with_weights_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_checkpoints_load_with_weights_only(record_torch_load: list[bool]) -> None:
     """Neither real checkpoint needs --trust: both rebuild through torch's weights_only unpickler."""
-    import torch
-
     from frontends import load_checkpoint
 
     need_shared(YOLOV5N)
     need_shared(YOLOV9T)
-    calls: list[bool] = []
-    original = torch.load
-
-    def spy(*args: object, **kwargs: object) -> object:
-        calls.append(bool(kwargs.get("weights_only")))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", spy)
     assert load_checkpoint(YOLOV5N).family == "yolov5"
     assert load_checkpoint(YOLOV9T).family == "ultralytics"
-    assert calls == [True, True]
+    assert record_torch_load == [True, True]
 
 
 def test_missing_ultralytics_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
