@@ -237,8 +237,5 @@ def _result(model: onnx.ModelProto, notes: list[str], details: dict[str, Any]) -
         notes=notes,
         details=details,
         graph=gs.import_onnx(model),
-        metadata={
-            keys.PREFIX + "quantized": {k: details[k] for k in ("mode",) if k in details}
-            | {"target": details.get("target"), "calibration": details.get("calibration")}
-        },
+        metadata={keys.PREFIX + "quantized": {k: details.get(k) for k in ("mode", "target", "calibration")}},
     )
