@@ -9,7 +9,6 @@ batch axis, which the runtime restores from the recorded shape).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -23,7 +22,9 @@ from graphopt.errors import GraphoptError, VerificationError
 from graphopt.fileio import write_json
 from graphopt.model import io_signature, load_model, read_metadata
 
-NCNN_SHAPE_TOLERANCE = 1e-2  # relative to the output's scale, fp32 conversion; fp16 is measured, not enforced
+# fp32 conversion must agree with onnxruntime to this fraction of each output's range; fp16 weights
+# are measured and reported, not enforced (they move boxes by a pixel or two by design).
+NCNN_FP32_TOLERANCE = 1e-2
 
 
 def convert_to_ncnn(
@@ -132,13 +133,9 @@ def _verify(onnx_path: Path, param: Path, fp16: bool, image: str | Path | None) 
         d = float(np.abs(got[name].reshape(value.shape) - value).max())
         diffs[name] = d
         rel = max(rel, d / max(float(np.abs(value).max()), 1e-6))
-    if not fp16 and not rel <= NCNN_SHAPE_TOLERANCE:
+    if not fp16 and not rel <= NCNN_FP32_TOLERANCE:
         raise VerificationError(
             f"{param}: NCNN differs from onnxruntime by {max(diffs.values()):.3g} "
             f"({rel:.2%} of the output range) on {described}"
         )
     return {"verified_on": described, "max_abs_diff": diffs, "max_rel_to_range": rel}
-
-
-def read_sidecar(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
