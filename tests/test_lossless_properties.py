@@ -77,7 +77,10 @@ def _count(model: onnx.ModelProto, op: str) -> int:
     return op_histogram(model).get(op, 0)
 
 
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples every run, so CI cannot flake on a newly drawn one
+PROPERTY = settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @PROPERTY
@@ -101,7 +104,7 @@ def test_fold_reparam_keeps_outputs_and_is_idempotent(block: Block) -> None:
     assert not Pipeline.from_passes(["fold-reparam"]).run(result.model).reports[0].changed
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(blocks())
 def test_lossless_recipe_reaches_one_conv_per_block(block: Block) -> None:
     model = build(block)
