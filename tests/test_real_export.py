@@ -34,20 +34,21 @@ def _rep_branch_adds(model: onnx.ModelProto) -> int:
     )
 
 
+def _export_with_report(checkpoint: Path, factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    need_shared(checkpoint)
+    need_shared(IMAGE)
+    out = factory.mktemp(checkpoint.stem) / f"{checkpoint.stem}.onnx"
+    return out, export(checkpoint, out, image=IMAGE).as_dict()
+
+
 @pytest.fixture(scope="module")
 def yolov9t_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    need_shared(YOLOV9T)
-    need_shared(IMAGE)
-    out = tmp_path_factory.mktemp("v9") / "yolov9t-ball.onnx"
-    return out, export(YOLOV9T, out, image=IMAGE).as_dict()
+    return _export_with_report(YOLOV9T, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def yolov5n_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    need_shared(YOLOV5N)
-    need_shared(IMAGE)
-    out = tmp_path_factory.mktemp("v5") / "yolov5n-coco.onnx"
-    return out, export(YOLOV5N, out, image=IMAGE).as_dict()
+    return _export_with_report(YOLOV5N, tmp_path_factory)
 
 
 def test_yolov9t_export_keeps_training_form(yolov9t_export: tuple[Path, dict]) -> None:

@@ -59,13 +59,17 @@ class Bottleneck(nn.Module):
     ) -> None:
         super().__init__()
         c_ = int(c2 * e)
-        self.cv1 = Conv(c1, c_, k[0], 1)
+        self.cv1 = self.first_conv(c1, c_, k[0])
         self.cv2 = Conv(c_, c2, k[1], 1, g=g)
         self.add = shortcut and c1 == c2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.cv2(self.cv1(x))
         return x + y if self.add else y
+
+    @staticmethod
+    def first_conv(c1: int, c2: int, k: int) -> nn.Module:
+        return Conv(c1, c2, k, 1)
 
 
 class C3(nn.Module):
@@ -79,10 +83,14 @@ class C3(nn.Module):
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c1, c_, 1, 1)
         self.cv3 = Conv(2 * c_, c2, 1)
-        self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut, g, k=(1, 3), e=1.0) for _ in range(n)))
+        self.m = nn.Sequential(*(self.bottleneck(c_, shortcut, g) for _ in range(n)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+
+    @staticmethod
+    def bottleneck(c: int, shortcut: bool, g: int) -> nn.Module:
+        return Bottleneck(c, c, shortcut, g, k=(1, 3), e=1.0)
 
 
 class C2f(nn.Module):
@@ -186,34 +194,25 @@ class RepConvN(nn.Module):
         return self.act(self.conv1(x) + self.conv2(x) + identity)
 
 
-class RepNBottleneck(nn.Module):
+class RepNBottleneck(Bottleneck):
+    """YOLOv9's bottleneck: the first conv is a re-parameterizable RepConvN."""
+
     def __init__(
         self, c1: int, c2: int, shortcut: bool = True, g: int = 1, k: tuple[int, int] = (3, 3), e: float = 0.5
     ) -> None:
-        super().__init__()
-        c_ = int(c2 * e)
-        self.cv1 = RepConvN(c1, c_, k[0], 1)
-        self.cv2 = Conv(c_, c2, k[1], 1, g=g)
-        self.add = shortcut and c1 == c2
+        super().__init__(c1, c2, shortcut, g, k, e)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.cv2(self.cv1(x))
-        return x + y if self.add else y
+    @staticmethod
+    def first_conv(c1: int, c2: int, k: int) -> nn.Module:
+        return RepConvN(c1, c2, k, 1)
 
 
-class RepNCSP(nn.Module):
-    def __init__(
-        self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5
-    ) -> None:
-        super().__init__()
-        c_ = int(c2 * e)
-        self.cv1 = Conv(c1, c_, 1, 1)
-        self.cv2 = Conv(c1, c_, 1, 1)
-        self.cv3 = Conv(2 * c_, c2, 1)
-        self.m = nn.Sequential(*(RepNBottleneck(c_, c_, shortcut, g, e=1.0) for _ in range(n)))
+class RepNCSP(C3):
+    """YOLOv9's CSP block: C3 with re-parameterizable bottlenecks."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+    @staticmethod
+    def bottleneck(c: int, shortcut: bool, g: int) -> nn.Module:
+        return RepNBottleneck(c, c, shortcut, g, e=1.0)
 
 
 class RepNCSPELAN4(nn.Module):
