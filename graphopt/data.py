@@ -9,12 +9,7 @@ import numpy as np
 import yaml
 
 from graphopt.errors import GraphoptError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+from runtime.sources import IMAGE_SUFFIXES, images_in
 
 
 def load_data_yaml(path: Path) -> dict:
@@ -44,7 +39,7 @@ def split_images(yaml_path: Path, split: str = "val") -> list[Path]:
         p = Path(item)
         p = p if p.is_absolute() else root / p
         if p.is_dir():
-            images.extend(_images_in(p))
+            images.extend(images_in(p))
         elif p.suffix == ".txt" and p.is_file():
             for line in p.read_text().splitlines():
                 if line.strip():
@@ -63,7 +58,7 @@ def resolve_images(path: str | Path) -> list[Path]:
     if not p.exists():
         raise GraphoptError(f"{p}: no such file or folder")
     if p.is_dir():
-        images = _images_in(p)
+        images = images_in(p)
     elif p.suffix.lower() in (".yaml", ".yml"):
         images = split_images(p)
     elif p.suffix.lower() in IMAGE_SUFFIXES:

@@ -32,10 +32,6 @@ def producer(tensor: gs.Tensor) -> gs.Node | None:
     return tensor.inputs[0] if tensor.inputs else None
 
 
-def consumers(tensor: gs.Tensor) -> list[gs.Node]:
-    return list(tensor.outputs)
-
-
 def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     """The value of an initializer or a Constant node's output, else None."""
     if isinstance(tensor, gs.Constant):

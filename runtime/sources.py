@@ -133,7 +133,8 @@ class PiCameraSource(Source):
         self.cam.stop()
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursively), sorted; shared with the compiler's dataset reader."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
@@ -153,7 +154,7 @@ def open_source(spec: str | int) -> Source:
     if not path.exists():
         raise SourceError(f"{path}: no such file, folder or camera")
     if path.is_dir():
-        images = _images_in(path)
+        images = images_in(path)
         if not images:
             raise SourceError(f"{path}: no images in this folder")
         return ImageSource(images)
