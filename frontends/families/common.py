@@ -17,7 +17,42 @@ def model_from_checkpoint(path: Any, ckpt: dict[str, Any]) -> nn.Module:
         raise GraphoptError(
             f"{path}: no model object under 'ema' or 'model' (keys: {', '.join(map(str, ckpt))})"
         )
+    _check_complete(path, model)
     return model.float().eval()
+
+
+def _check_complete(path: Any, model: nn.Module) -> None:
+    """Every module restored from the file carries nn.Module's own bookkeeping (a damaged or crafted
+    checkpoint can restore a module from partial state, which fails later in confusing ways)."""
+    stack, seen = [model], set()
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        state = vars(module)
+        for key in ("_parameters", "_buffers", "_modules"):
+            if not isinstance(state.get(key), dict):
+                raise GraphoptError(
+                    f"{path}: corrupt checkpoint ({type(module).__name__} restored without its '{key}')"
+                )
+        for child in state["_modules"].values():
+            if child is not None and not isinstance(child, nn.Module):
+                raise GraphoptError(f"{path}: corrupt checkpoint (a sub-module is a {type(child).__name__})")
+            if child is not None:
+                stack.append(child)
+
+
+def head_layer(path: Any, model: nn.Module) -> nn.Module:
+    """The model's last layer (YOLO models keep their layers in `model.model`), or a one-line error."""
+    layers = getattr(model, "model", None)
+    try:
+        head = layers[-1] if layers is not None and len(layers) else None
+    except (TypeError, IndexError, KeyError):
+        head = None
+    if not isinstance(head, nn.Module):
+        raise GraphoptError(f"{path}: unexpected model layout (no layers under .model)")
+    return head
 
 
 def names_dict(names: Any, nc: int | None = None) -> dict[int, str]:

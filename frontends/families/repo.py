@@ -13,6 +13,7 @@ from frontends.checkpoint import full_load, refuse_untrusted
 from frontends.families import LoadedModel
 from frontends.families.common import (
     InferenceOutputs,
+    head_layer,
     model_from_checkpoint,
     names_dict,
     set_export_mode,
@@ -36,10 +37,7 @@ def read(path: Path, family: str, unsafe: list[str], repo: Path | None, trust: b
 
 def describe(path: Path, family: str, ckpt: dict[str, Any], repo: Path) -> LoadedModel:
     model = model_from_checkpoint(path, ckpt)
-    layers = getattr(model, "model", None)
-    if layers is None or not len(layers):
-        raise GraphoptError(f"{path}: unexpected model layout (no .model layers)")
-    head = layers[-1]
+    head = head_layer(path, model)
     kind = type(head).__name__
     set_export_mode(head)
     outputs = _MULTI_OUTPUT.get(kind, 1)

@@ -15,6 +15,7 @@ from frontends.checkpoint import full_load, library_module_class, refuse_untrust
 from frontends.families import LoadedModel
 from frontends.families.common import (
     InferenceOutputs,
+    head_layer,
     model_from_checkpoint,
     names_dict,
     set_export_mode,
@@ -42,7 +43,10 @@ def read(path: Path, unsafe: list[str], trust: bool) -> dict[str, Any]:
     allow, rest = [], []
     for name in unsafe:
         cls = library_module_class(name)
-        (allow if cls is not None else rest).append(cls or name)
+        if cls is not None:
+            allow.append((cls, name))
+        else:
+            rest.append(name)
     if rest and not trust:
         raise refuse_untrusted(path, rest)
     return full_load(path) if rest else safe_load(path, allow)
@@ -50,7 +54,7 @@ def read(path: Path, unsafe: list[str], trust: bool) -> dict[str, Any]:
 
 def describe(path: Path, ckpt: dict[str, Any]) -> LoadedModel:
     model = model_from_checkpoint(path, ckpt)
-    head = model.model[-1]
+    head = head_layer(path, model)
     kind = type(head).__name__
     if kind not in ("Detect", "v10Detect"):
         raise GraphoptError(

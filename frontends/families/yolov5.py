@@ -13,7 +13,13 @@ from typing import Any
 
 from frontends.checkpoint import library_module_class, safe_load
 from frontends.families import LoadedModel
-from frontends.families.common import InferenceOutputs, model_from_checkpoint, names_dict, strides_list
+from frontends.families.common import (
+    InferenceOutputs,
+    head_layer,
+    model_from_checkpoint,
+    names_dict,
+    strides_list,
+)
 from frontends.zoo import blocks
 from frontends.zoo.models import YOLO
 from graphopt.errors import GraphoptError
@@ -41,7 +47,7 @@ def read(path: Path, unsafe: list[str], trust: bool) -> dict[str, Any]:
         if name in STANDINS:
             allow.append((STANDINS[name], name))
         elif (cls := library_module_class(name)) is not None:
-            allow.append(cls)
+            allow.append((cls, name))
         else:
             missing.append(name)
     if missing:
@@ -54,7 +60,7 @@ def read(path: Path, unsafe: list[str], trust: bool) -> dict[str, Any]:
 
 def describe(path: Path, ckpt: dict[str, Any]) -> LoadedModel:
     model = model_from_checkpoint(path, ckpt)
-    head = model.model[-1]
+    head = head_layer(path, model)
     if not isinstance(head, blocks.Detect):
         raise GraphoptError(f"{path}: last layer is {type(head).__name__}, not a YOLOv5 Detect head")
     source = {"date": str(ckpt.get("date") or ""), "epoch": ckpt.get("epoch")}
