@@ -65,3 +65,24 @@ def find_head_tail(graph: gs.Graph) -> HeadTail:
         if id(n) in feature and all(id(c) in tail_ids for o in n.outputs for c in o.outputs)
     ]
     return HeadTail(tail, output_convs, [n for n in tail if is_decode_conv(n)])
+
+
+def detection_output_format(shape: object, nc: int | None = None) -> str | None:
+    """'yolov5' ([1, N, 5+nc]) or 'anchor-free' ([1, 4+nc, N]) when a graph output has the shape of a
+    decoded YOLO head, else None. With `nc` (class names in the metadata) the class axis must match."""
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3:
+        return None
+    if not all(isinstance(d, int) and d > 0 for d in shape) or shape[0] != 1:
+        return None
+    _, a, b = shape
+    if nc:
+        if b == nc + 5 and a > b:
+            return "yolov5"
+        if a == nc + 4 and b > a:
+            return "anchor-free"
+        return None
+    if a > b >= 6:
+        return "yolov5"
+    if b > a >= 5:
+        return "anchor-free"
+    return None

@@ -19,7 +19,7 @@ import yaml
 from graphopt import __version__, verify
 from graphopt.errors import GraphoptError, VerificationError
 from graphopt.graph import infer_shapes, tidy, to_graph, to_model
-from graphopt.model import op_histogram, param_count, read_metadata, write_metadata
+from graphopt.model import check_opset, op_histogram, param_count, read_metadata, write_metadata
 from graphopt.recipes import load_recipe
 from graphopt.registry import PassContext, PassSpec, get_pass
 from runtime import metadata as keys
@@ -49,6 +49,7 @@ class PassReport:
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    removed_outputs: list[str] = field(default_factory=list)
 
     @property
     def ops_delta(self) -> dict[str, int]:
@@ -71,6 +72,7 @@ class PassReport:
             "verification": self.verification,
             "notes": self.notes,
             "details": self.details,
+            "removed_outputs": self.removed_outputs,
         }
 
 
@@ -183,6 +185,7 @@ class Pipeline:
         return cls(build_steps(loaded.steps, overrides), **kw)
 
     def run(self, model: onnx.ModelProto) -> PipelineResult:
+        check_opset(model)
         current = onnx.ModelProto()
         current.CopyFrom(model)
         feeds = reference = None
@@ -196,6 +199,8 @@ class Pipeline:
             if outputs is not None and (not step.spec.lossless or step.spec.compare is not None):
                 # later lossless passes are held to the lossy result, or to the new kind of outputs
                 reference = outputs
+            elif reference is not None and report.removed_outputs:
+                reference = _without(reference, report.removed_outputs)
             reports.append(report)
             history.append(_history_entry(report))
         write_metadata(current, {keys.HISTORY: history, keys.VERSION: __version__})
@@ -214,6 +219,7 @@ class Pipeline:
         result = spec.fn(graph, ctx)
         seconds = time.perf_counter() - start
         new = _finish(tidy(result.graph or graph), like=model, pass_name=spec.name)
+        removed = _removed_outputs(model, new, result.removed_outputs, spec.name)
         if result.metadata:
             write_metadata(new, result.metadata)
         report = PassReport(
@@ -229,9 +235,12 @@ class Pipeline:
             notes=list(result.notes),
             details=dict(result.details),
             options=dict(step.options),
+            removed_outputs=removed,
         )
         outputs = None
         if feeds is not None and reference is not None:
+            if removed and spec.compare is None:  # announced: the other outputs are still checked
+                reference = _without(reference, removed)
             outputs = verify.run(new, feeds)
             if spec.compare is not None:
                 cmp = spec.compare(reference, outputs, read_metadata(new), self.atol, self.rtol)
@@ -248,6 +257,25 @@ class Pipeline:
             if not spec.lossless:
                 report.verification["cosine"] = verify.cosine(reference, outputs)
         return report, new, outputs
+
+
+def _without(reference: list[dict[str, Any]], removed: list[str]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in ref.items() if k not in removed} for ref in reference]
+
+
+def _removed_outputs(
+    before: onnx.ModelProto, after: onnx.ModelProto, announced: list[str], pass_name: str
+) -> list[str]:
+    """Outputs the pass removed; an output that disappeared without the pass saying so is an error."""
+    now = {o.name for o in after.graph.output}
+    gone = [o.name for o in before.graph.output if o.name not in now]
+    silent = [name for name in gone if name not in announced]
+    if silent:
+        raise VerificationError(
+            f"pass '{pass_name}' removed graph output(s) {', '.join(silent)} without saying so; "
+            "nothing was written"
+        )
+    return gone
 
 
 def _finish(graph: Any, like: onnx.ModelProto, pass_name: str) -> onnx.ModelProto:

@@ -31,6 +31,9 @@ class PassResult:
     details: dict[str, Any] = field(default_factory=dict)
     graph: gs.Graph | None = None
     metadata: dict[str, Any] = field(default_factory=dict)  # metadata keys the pass sets
+    # Graph outputs the pass removed on purpose (named in the report); any other output that
+    # disappears fails the pipeline.
+    removed_outputs: list[str] = field(default_factory=list)
 
 
 PassFn = Callable[[gs.Graph, PassContext], PassResult]

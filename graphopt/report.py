@@ -106,6 +106,11 @@ def print_pipeline(report: dict[str, Any], diff: dict[str, Any], a: str, b: str)
     for p in report["passes"]:
         for note in p["notes"]:
             out.print(f"  {p['pass']}: {note}")
+        if p.get("removed_outputs"):
+            out.print(
+                f"  [yellow]{p['pass']}: removed graph output(s) {', '.join(p['removed_outputs'])}[/] "
+                "(the remaining outputs were checked)"
+            )
     if report.get("verification_inputs"):
         out.print(f"verified on {report['verification_inputs']}")
     else:

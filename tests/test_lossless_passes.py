@@ -160,13 +160,18 @@ def test_idempotent() -> None:
 # --- drop-aux --------------------------------------------------------------------------------------
 
 
+def _head(b: GraphBuilder, x: str, nc: int = 2) -> str:
+    """A decoded anchor-free head output [1, 4 + nc, HW*HW] (what drop-aux recognizes)."""
+    return b.node("Reshape", [b.conv(x, C, 4 + nc, 1), b.const(np.array([1, 4 + nc, -1], np.int64))])
+
+
 def _dual(b: GraphBuilder) -> tuple[str, str]:
     """A main branch, and an auxiliary one that restarts from the input and fuses main features."""
     f1 = b.conv_bn_silu("x", C, C, 3)
-    main = b.conv(b.conv_bn_silu(f1, C, C, 3), C, 4, 1)
+    main = _head(b, b.conv_bn_silu(f1, C, C, 3))
     aux_stem = b.conv_bn_silu("x", C, C, 3)
     fused = b.node("Add", [aux_stem, b.conv(f1, C, C, 1)])  # CBLinear/CBFuse-like routing
-    aux = b.conv(b.conv_bn_silu(fused, C, C, 3), C, 4, 1)
+    aux = _head(b, b.conv_bn_silu(fused, C, C, 3))
     return aux, main
 
 
@@ -178,6 +183,7 @@ def test_drop_aux_finds_the_main_output() -> None:
     notes = " ".join(reports[0].notes)
     assert f"'{aux}' is auxiliary" in notes and "second backbone" in notes and f"'{main}' is main" in notes
     assert op_histogram(model)["Conv"] == 3
+    assert reports[0].removed_outputs == [aux]
 
 
 def test_drop_aux_keep_option_and_errors() -> None:
@@ -190,6 +196,39 @@ def test_drop_aux_keep_option_and_errors() -> None:
         Pipeline.from_passes(["drop-aux"], {"drop-aux": {"keep": "nope"}}).run(model)
 
 
+def test_drop_aux_keeps_outputs_that_are_not_detection_heads() -> None:
+    """A non-YOLO two-output model whose second output is Add(features, input) — it restarts from the
+    input like a PGI branch, but it is not a detection head: both outputs stay (issue 10, defect 3)."""
+    b = GraphBuilder(16)
+    features = b.conv_bn_silu("x", C, C, 3)
+    main = _head(b, features)
+    residual = b.node("Add", [b.conv(features, C, C, 3), "x"])
+    model, reports = _apply(_model(b, main, residual), "drop-aux")
+    assert [o.name for o in model.graph.output] == [main, residual]
+    assert not reports[0].changed and reports[0].removed_outputs == []
+    assert "not a decoded detection head" in " ".join(reports[0].notes)
+    lossless = Pipeline.from_recipe("lossless").run(_model(b, main, residual))
+    assert [o.name for o in lossless.model.graph.output] == [main, residual]
+
+
+def test_an_output_that_disappears_unannounced_fails_verification() -> None:
+    from graphopt.errors import VerificationError
+    from graphopt.registry import PassResult, register, unregister
+
+    @register("test-silent-drop", lossless=True)
+    def silent_drop(graph, ctx):  # noqa: ANN001, ANN202
+        graph.outputs = graph.outputs[:1]
+        return PassResult(changed=True)
+
+    b = GraphBuilder(17)
+    aux, main = _dual(b)
+    try:
+        with pytest.raises(VerificationError, match=f"removed graph output\\(s\\) {main} without saying so"):
+            Pipeline.from_passes(["test-silent-drop"]).run(_model(b, aux, main))
+    finally:
+        unregister("test-silent-drop")
+
+
 def test_drop_aux_noop_cases() -> None:
     b = GraphBuilder(14)
     y = b.conv_bn_silu("x", C, C, 3)
@@ -197,6 +236,6 @@ def test_drop_aux_noop_cases() -> None:
     assert not single.changed and "single-output" in single.notes[0]
     b = GraphBuilder(15)
     f = b.conv_bn_silu("x", C, C, 3)
-    two_heads = _model(b, b.conv(f, C, 4, 1), b.conv(f, C, 2, 1))  # e.g. boxes and masks: no aux branch
+    two_heads = _model(b, _head(b, f), _head(b, f))  # two heads off shared features: no aux branch
     report = Pipeline.from_passes(["drop-aux"]).run(two_heads).reports[0]
     assert not report.changed and "no auxiliary branch" in report.notes[0]

@@ -151,6 +151,7 @@ def fuse_nms(graph: gs.Graph, ctx: PassContext) -> PassResult:
         _named(b, "Unsqueeze", [det_scores, b.const([0])], "det_scores", np.float32, [1, opts["max_det"]]),
         _named(b, "Unsqueeze", [det_classes, b.const([0])], "det_classes", np.int64, [1, opts["max_det"]]),
     ]
+    removed = [o.name for o in graph.outputs]
     graph.outputs = outputs
     settings = {k_: opts[k_] for k_ in ("max_det", "iou", "conf", "multi_label")}
     return PassResult(
@@ -161,6 +162,7 @@ def fuse_nms(graph: gs.Graph, ctx: PassContext) -> PassResult:
         ],
         details={"source_output": out.name, "head": head, "classes": nc, **settings},
         metadata={keys.HEAD: "end2end", keys.PREFIX + "nms": settings, keys.PREFIX + "nms_source_head": head},
+        removed_outputs=removed,
     )
 
 
