@@ -42,3 +42,37 @@ def test_yolov9t_int8_does_not_collapse(yolov9t_onnx: Path, tmp_path: Path) -> N
     assert live.sum() > 100
     assert np.corrcoef(sa[live], sb[live])[0, 1] > 0.9  # measured 0.955 on 32 images
     assert sb.max() > 0.5 * sa.max()  # scores did not round to zero
+
+
+def _peak_rss_mb(model: Path, out: Path, samples: int, images: Path) -> float:
+    """Peak RSS of a fresh process quantizing `model` with `samples` calibration images."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = (
+        "import resource, sys\n"
+        "from graphopt.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    args = ["optimize", str(model), "-o", str(out), "--passes", "quantize", "--no-verify", "--data", str(images)]
+    args += ["--set", "quantize.target=x86", "--set", f"quantize.samples={samples}", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def test_calibration_memory_does_not_grow_with_samples(yolov5n_lossless: Path, tmp_path: Path) -> None:
+    """Issue 10: activations are reduced image by image (the old path held ~260 MB per image)."""
+    images = need_shared(COCO128) / "images" / "train2017"
+    few = _peak_rss_mb(yolov5n_lossless, tmp_path / "a.onnx", 4, images)
+    many = _peak_rss_mb(yolov5n_lossless, tmp_path / "b.onnx", 24, images)
+    assert many < few * 1.15 + 50, (few, many)  # 20 more images would have cost ~5 GB before
+    assert many < 1536, many

@@ -142,6 +142,7 @@ def _static(
         "calibration": opts["calibration"],
         "per_channel": opts["per_channel"],
     }
+    details["calibration_memory_estimate_mb"] = round(q.check_memory(model) / 2**20)
     with tempfile.TemporaryDirectory(prefix="graphopt-quant-") as tmp:
         work = Path(tmp)
         quantizer = q.Quantizer(model, config, work)
@@ -172,7 +173,8 @@ def _static(
                     f"budget {opts['budget']} not met even with every conv float: the remaining "
                     "int8 ops (activations, concats) alone cost more"
                 )
-        out = quantizer.quantize(exclude=extra_float)
+        with q.stage("quantize: inserting QDQ nodes"):
+            out = quantizer.quantize(exclude=extra_float)
     details["float_nodes"] = sorted(float_nodes | set(extra_float))
     return _result(out, notes, details)
 
