@@ -88,11 +88,10 @@ def input_tensor(hw: tuple[int, int], image: str | Path | None, seed: int = 0) -
     if image is None:
         gen = torch.Generator().manual_seed(seed)
         return torch.rand(1, 3, *hw, generator=gen), "seeded random input"
-    import cv2
-
     from runtime.preprocess import letterbox, to_input_tensor
+    from runtime.sources import read_image
 
-    frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
+    frame = read_image(image)
     if frame is None:
         raise GraphoptError(f"{image}: cannot read image")
     boxed, _ = letterbox(frame, hw)

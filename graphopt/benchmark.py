@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from graphopt.errors import GraphoptError
@@ -23,6 +22,7 @@ def run_bench(
 ) -> dict[str, Any]:
     from runtime.backends import RuntimeModelError
     from runtime.detector import Detector
+    from runtime.sources import read_image
     from runtime.stats import cpu_temp_c, latency_summary, throttled
 
     try:
@@ -31,7 +31,7 @@ def run_bench(
         raise GraphoptError(str(exc)) from exc
     frame = None
     if image is not None:
-        frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        frame = read_image(image)
         if frame is None:
             raise GraphoptError(f"{image}: cannot read image")
     x = (

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -17,10 +19,55 @@ from graphopt.fileio import write_json
 
 EXIT_REGRESSION = 1
 EXIT_INTERNAL = 3
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class FiniteFloat(click.ParamType):
+    """A float within [lo, hi] (either end optional); NaN and infinities are refused."""
+
+    name = "number"
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> None:
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        bad_lo = self.lo is not None and (number <= self.lo if self.lo_open else number < self.lo)
+        if not math.isfinite(number) or bad_lo or (self.hi is not None and number > self.hi):
+            lo = "-inf" if self.lo is None else f"{self.lo:g}"
+            hi = "inf" if self.hi is None else f"{self.hi:g}"
+            self.fail(f"{value!r} is not in {'(' if self.lo_open else '['}{lo}, {hi}]", param, ctx)
+        return number
+
+
+UNIT = FiniteFloat(0.0, 1.0)
+NON_NEGATIVE = FiniteFloat(0.0)
+POSITIVE_INT = click.IntRange(min=1)
 
 
 def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _note_inputs(*paths: str | Path | None) -> None:
+    from runtime.files import note_input
+
+    for p in paths:
+        if p is not None:
+            note_input(p)
+
+
+def _check_outputs(*outputs: tuple[str, str | Path | None]) -> None:
+    """Before any work: every output may be written (not an input, not a folder) and no two coincide."""
+    from runtime.files import check_output, distinct_outputs
+
+    distinct_outputs(outputs)
+    for what, path in outputs:
+        if path is not None:
+            check_output(path, what)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,6 +136,7 @@ def check(model: str, golden: str, update: bool, allow_decrease: bool, as_json: 
     snap = snapshot(summarize(load_model(model)))
     golden_path = Path(golden)
     if update:
+        _check_outputs(("golden file", golden_path))
         write_golden(golden_path, snap)
         if as_json:
             _echo_json({"ok": True, "model": model, "golden": golden, "updated": True, "differences": []})
@@ -120,9 +168,19 @@ def check(model: str, golden: str, update: bool, allow_decrease: bool, as_json: 
 )
 @click.option("--data", help="Images (folder, image, or data.yaml) for verification and calibration.")
 @click.option("--no-verify", is_flag=True, help="Skip the numerical equivalence check of lossless passes.")
-@click.option("--verify-samples", default=2, show_default=True, help="Inputs used by the equivalence check.")
-@click.option("--atol", default=None, type=float, help="Absolute tolerance of the equivalence check [1e-4].")
-@click.option("--rtol", default=None, type=float, help="Relative tolerance of the equivalence check [1e-3].")
+@click.option(
+    "--verify-samples",
+    default=2,
+    show_default=True,
+    type=POSITIVE_INT,
+    help="Inputs used by the equivalence check.",
+)
+@click.option(
+    "--atol", default=None, type=NON_NEGATIVE, help="Absolute tolerance of the equivalence check [1e-4]."
+)
+@click.option(
+    "--rtol", default=None, type=NON_NEGATIVE, help="Relative tolerance of the equivalence check [1e-3]."
+)
 @click.option("--report", "report_path", help="Write the per-pass report as JSON to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
 def optimize(
@@ -140,7 +198,7 @@ def optimize(
     as_json: bool,
 ) -> None:
     """Run passes (or a recipe) over IN and write OUT; lossless passes are verified numerically."""
-    from graphopt.model import diff_summaries, load_model, same_file, save_model, summarize
+    from graphopt.model import check_opset, diff_summaries, load_model, same_file, save_model, summarize
     from graphopt.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, Pipeline, parse_overrides
     from graphopt.report import print_pipeline
     from graphopt.verify import FeedSource
@@ -149,9 +207,9 @@ def optimize(
         raise GraphoptError("give exactly one of --passes or --recipe")
     if same_file(output, input_model) and Path(input_model).exists():
         raise GraphoptError(f"{output}: output path is the input file; choose another output path")
-    if verify_samples < 1:
-        raise GraphoptError("--verify-samples must be at least 1")
     model = load_model(input_model)
+    check_opset(model, input_model)
+    _check_outputs(("output model", output), ("report", report_path))
     overrides = parse_overrides(sets)
     kwargs: dict[str, Any] = {
         "verify_outputs": not no_verify,
@@ -175,7 +233,7 @@ def optimize(
     for key in ("before", "after"):
         report[key].pop("metadata")
     if report_path:
-        write_json(report_path, report)
+        write_json(report_path, report, "report")
     diff_result = diff_summaries(
         report["before"], report["after"], os.path.getsize(input_model), os.path.getsize(output)
     )
@@ -203,7 +261,7 @@ def _parse_imgsz(text: str) -> int | tuple[int, int]:
 @click.option(
     "--imgsz", default="640", show_default=True, help="Input size: N or H,W (multiple of the stride)."
 )
-@click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", default=17, show_default=True, type=click.IntRange(11, 21), help="ONNX opset.")
 @click.option(
     "--repo", help="Training repo checkout whose code the checkpoint needs (yolov7/yolov9, or yolov5)."
 )
@@ -227,6 +285,8 @@ def export(
     size = _parse_imgsz(imgsz)
     image = resolve_images(data)[0] if data else None
     out = output or Path(checkpoint).with_suffix(".onnx").name
+    _note_inputs(checkpoint, image)
+    _check_outputs(("output model", out))
     try:
         import torch  # noqa: F401
 
@@ -243,11 +303,13 @@ def export(
 @cli.command("eval")
 @click.argument("model")
 @click.option("--data", required=True, help="YOLO data.yaml (its val split is evaluated).")
-@click.option("--imgsz", type=int, default=None, help="Input size for models with a dynamic input [640].")
+@click.option(
+    "--imgsz", type=POSITIVE_INT, default=None, help="Input size for models with a dynamic input [640]."
+)
 @click.option(
     "--backend", type=click.Choice(["ort", "ncnn"]), default=None, help="[by model file: .onnx → ort]"
 )
-@click.option("--threads", type=int, default=None, help="Inference threads [min(4, cores)].")
+@click.option("--threads", type=POSITIVE_INT, default=None, help="Inference threads [min(4, cores)].")
 @click.option(
     "--json",
     "as_json",
@@ -273,9 +335,11 @@ def eval_command(
 @click.option(
     "--backend", type=click.Choice(["ort", "ncnn"]), default=None, help="[by model file: .onnx → ort]"
 )
-@click.option("--threads", type=int, default=None, help="Inference threads [min(4, cores)].")
-@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs.")
-@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed runs first.")
+@click.option("--threads", type=POSITIVE_INT, default=None, help="Inference threads [min(4, cores)].")
+@click.option("--runs", type=POSITIVE_INT, default=50, show_default=True, help="Timed runs.")
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first."
+)
 @click.option("--image", help="Time the whole frame path (letterbox, decode, NMS) on this image too.")
 @click.option(
     "--json",
@@ -296,8 +360,6 @@ def bench(
     from graphopt.benchmark import run_bench
     from graphopt.report import print_bench
 
-    if runs < 1 or warmup < 0:
-        raise GraphoptError("--runs must be at least 1 and --warmup at least 0")
     result = run_bench(model, backend=backend, threads=threads, runs=runs, warmup=warmup, image=image)
     if as_json:
         _echo_json(result)
@@ -312,11 +374,14 @@ def bench(
 @click.option(
     "--backend", type=click.Choice(["ort", "ncnn"]), default=None, help="[by model file: .onnx → ort]"
 )
-@click.option("--threads", type=int, default=None, help="Inference threads [min(4, cores)].")
-@click.option("--conf", type=float, default=0.25, show_default=True, help="Confidence threshold.")
-@click.option("--iou", type=float, default=0.45, show_default=True, help="NMS IoU threshold.")
+@click.option("--threads", type=POSITIVE_INT, default=None, help="Inference threads [min(4, cores)].")
+@click.option("--conf", type=UNIT, default=0.25, show_default=True, help="Confidence threshold (0-1).")
+@click.option("--iou", type=UNIT, default=0.45, show_default=True, help="NMS IoU threshold (0-1).")
 @click.option(
-    "--max-frames", type=int, default=None, help="Stop after this many frames (cameras run until Ctrl-C)."
+    "--max-frames",
+    type=POSITIVE_INT,
+    default=None,
+    help="Stop after this many frames (cameras run until Ctrl-C).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: summary and per-frame detections.")
 def detect(
@@ -401,33 +466,81 @@ def list_passes(as_json: bool) -> None:
         print_passes(specs)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are a user's mistake or an unusable input: one line, exit 2."""
+    from runtime.backends import RuntimeModelError
+    from runtime.files import FileProblem
+    from runtime.metadata import MetadataError
+    from runtime.sources import SourceError
+
+    return (RuntimeModelError, FileProblem, MetadataError, SourceError)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every `finally` (temp files) runs before exit."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM unwinds like Ctrl-C does: atomic writes remove their temp files on the way out."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: maps errors to one line and an exit code (2 user error, 1 regression, 3 internal)."""
+    from runtime.files import forget_inputs
+
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    forget_inputs()
+    in_main = threading_main()  # signal handlers can only be set from the main thread
+    previous = signal.getsignal(signal.SIGTERM) if in_main else None
+    if in_main:
+        install_signal_handlers()
     try:
         code = cli.main(args=args, prog_name="graphopt", standalone_mode=False)
     except GraphoptError as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(f"error: {exc}", exc.exit_code, debug)
+    except _user_errors() as exc:
+        _fail(f"error: {exc}", 2, debug)
     except click.ClickException as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        _fail(f"error: {exc.format_message()}", 2 if isinstance(exc, click.UsageError) else exc.exit_code, debug)
     except (KeyboardInterrupt, click.Abort):
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - a bug: one line unless --debug
-        if debug:
-            traceback.print_exc()
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        click.echo(
-            f"error: internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
-            err=True,
+        _fail("error: interrupted", 130, debug)
+    except Terminated:
+        _fail("error: terminated (SIGTERM); nothing was left half-written", EXIT_TERMINATED, debug)
+    except MemoryError:
+        _fail(
+            "error: out of memory; try a smaller --imgsz, fewer samples (--set quantize.samples=N), "
+            "or close other programs",
+            EXIT_INTERNAL,
+            debug,
         )
-        sys.exit(EXIT_INTERNAL)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line unless --debug
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        _fail(
+            f"error: internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+            EXIT_INTERNAL,
+            debug,
+        )
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _fail(line: str, code: int, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    click.echo(" ".join(line.split("\n"))[:2000], err=True)
+    sys.exit(code)

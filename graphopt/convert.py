@@ -9,6 +9,7 @@ batch axis, which the runtime restores from the recorded shape).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import GraphoptError, VerificationError
-from graphopt.fileio import write_json
+from graphopt.fileio import atomic_write
 from graphopt.model import io_signature, load_model, read_metadata
+from runtime.files import FileProblem, check_output, output_dir
 
 # fp32 conversion must agree with onnxruntime to this fraction of each output's range; fp16 weights
 # are measured and reported, not enforced (they move boxes by a pixel or two by design).
@@ -44,21 +46,17 @@ def convert_to_ncnn(
         raise GraphoptError(f"{src}: the input shape {shape} is not static; export with a fixed --imgsz")
     _refuse_unsupported(model, src)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise GraphoptError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir(out, "output folder")
+    except FileProblem as exc:
+        raise GraphoptError(str(exc)) from None
     stem = src.name.removesuffix(".onnx")
-    with tempfile.TemporaryDirectory(prefix="graphopt-pnnx-") as tmp:
-        link = Path(tmp) / "model.onnx"
-        os.symlink(src.resolve(), link)
-        cmd = [pnnx.EXEC_PATH, str(link), f"inputshape=[{','.join(map(str, shape))}]f32", f"fp16={int(fp16)}"]
-        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-        param, weights = Path(tmp) / "model.ncnn.param", Path(tmp) / "model.ncnn.bin"
-        if proc.returncode != 0 or not param.exists() or not weights.exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise GraphoptError(f"{src}: pnnx could not convert it ({tail[0][:200]})")
-        shutil.move(param, out / f"{stem}.ncnn.param")
-        shutil.move(weights, out / f"{stem}.ncnn.bin")
+    finals = {kind: out / f"{stem}.ncnn.{kind}" for kind in ("param", "bin", "json")}
+    try:
+        for kind, path in finals.items():
+            check_output(path, f"NCNN .{kind} file")
+    except FileProblem as exc:
+        raise GraphoptError(str(exc)) from None
     sidecar = {
         "format": "ncnn",
         "source": src.name,
@@ -74,13 +72,27 @@ def convert_to_ncnn(
         ],
         "metadata": read_metadata(model),
     }
-    write_json(out / f"{stem}.ncnn.json", sidecar)
-    check = _verify(src, out / f"{stem}.ncnn.param", fp16, verify_image)
+    # Convert and verify in a temp folder; only a verified model reaches OUT (nothing is left there
+    # when pnnx fails or the check does not pass).
+    with tempfile.TemporaryDirectory(prefix="graphopt-pnnx-") as tmp:
+        link = Path(tmp) / "model.onnx"
+        os.symlink(src.resolve(), link)
+        cmd = [pnnx.EXEC_PATH, str(link), f"inputshape=[{','.join(map(str, shape))}]f32", f"fp16={int(fp16)}"]
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        staged = {"param": Path(tmp) / "model.ncnn.param", "bin": Path(tmp) / "model.ncnn.bin"}
+        if proc.returncode != 0 or not all(p.exists() for p in staged.values()):
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise GraphoptError(f"{src}: pnnx could not convert it ({tail[0][:200]})")
+        staged["json"] = Path(tmp) / "model.ncnn.json"
+        staged["json"].write_text(json.dumps(sidecar, indent=2, default=str) + "\n")
+        check = _verify(model, staged["param"], fp16, verify_image)
+        for kind in ("bin", "json", "param"):  # the .param last: a folder with it is complete
+            atomic_write(finals[kind], lambda t, k=kind: shutil.copyfile(staged[k], t), f"NCNN .{kind} file")
     return {
         "output": str(out),
-        "param": str(out / f"{stem}.ncnn.param"),
-        "bin": str(out / f"{stem}.ncnn.bin"),
-        "sidecar": str(out / f"{stem}.ncnn.json"),
+        "param": str(finals["param"]),
+        "bin": str(finals["bin"]),
+        "sidecar": str(finals["json"]),
         "fp16": fp16,
         **check,
     }
@@ -100,19 +112,18 @@ def _refuse_unsupported(model: Any, src: Path) -> None:
         )
 
 
-def _verify(onnx_path: Path, param: Path, fp16: bool, image: str | Path | None) -> dict[str, Any]:
+def _verify(model: Any, param: Path, fp16: bool, image: str | Path | None) -> dict[str, Any]:
     """NCNN against onnxruntime on the same input: max abs diff per output, relative to its scale."""
     from graphopt.verify import session
     from runtime.backends import NcnnBackend
 
-    ort_sess = session(load_model(onnx_path))
+    ort_sess = session(model)
     inp = ort_sess.get_inputs()[0]
     if image is not None:
-        import cv2
-
         from runtime.preprocess import letterbox, to_input_tensor
+        from runtime.sources import read_image
 
-        frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        frame = read_image(image)
         if frame is None:
             raise GraphoptError(f"{image}: cannot read image")
         x = to_input_tensor(letterbox(frame, tuple(inp.shape[2:]))[0])
@@ -127,15 +138,15 @@ def _verify(onnx_path: Path, param: Path, fp16: bool, image: str | Path | None) 
     for name, value in ref.items():
         if name not in got or got[name].size != value.size:
             raise VerificationError(
-                f"{param}: NCNN output '{name}' has shape {got.get(name, np.zeros(0)).shape}, "
-                f"ONNX {value.shape}; nothing is usable"
+                f"NCNN output '{name}' has shape {got.get(name, np.zeros(0)).shape}, "
+                f"ONNX {value.shape}; nothing was written"
             )
         d = float(np.abs(got[name].reshape(value.shape) - value).max())
         diffs[name] = d
         rel = max(rel, d / max(float(np.abs(value).max()), 1e-6))
     if not fp16 and not rel <= NCNN_FP32_TOLERANCE:
         raise VerificationError(
-            f"{param}: NCNN differs from onnxruntime by {max(diffs.values()):.3g} "
-            f"({rel:.2%} of the output range) on {described}"
+            f"NCNN differs from onnxruntime by {max(diffs.values()):.3g} "
+            f"({rel:.2%} of the output range) on {described}; nothing was written"
         )
     return {"verified_on": described, "max_abs_diff": diffs, "max_rel_to_range": rel}

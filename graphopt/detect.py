@@ -1,7 +1,13 @@
-"""`graphopt detect`: the runtime loop over a source, with optional annotated output."""
+"""`graphopt detect`: the runtime loop over a source, with optional annotated output.
+
+Saved files go through the one write guard (runtime.files): never onto a source image or video,
+atomic (a video is written to a temp file and renamed when the run ends), nothing left behind
+when the run fails or is stopped.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -9,6 +15,24 @@ from typing import Any
 import cv2
 
 from graphopt.errors import GraphoptError
+
+
+def _image_outputs(src: Any, source: str, out_dir: Path) -> dict[int, Path]:
+    """Where each source image's annotated copy goes (sub-folders kept, so names cannot collide)."""
+    from runtime.files import is_input
+
+    root = Path(source)
+    planned = {}
+    for i, path in enumerate(src.paths):
+        rel = path.relative_to(root) if root.is_dir() else Path(path.name)
+        planned[i] = out_dir / rel
+    clashes = [p for p in planned.values() if is_input(p)]
+    if clashes:
+        raise GraphoptError(
+            f"--save {out_dir}: would overwrite the source image(s) {', '.join(str(c) for c in clashes[:3])}; "
+            "choose a folder that is not the source"
+        )
+    return planned
 
 
 def run_detect(
@@ -26,20 +50,38 @@ def run_detect(
     from runtime.backends import RuntimeModelError
     from runtime.detector import Detector
     from runtime.draw import draw
+    from runtime.files import FileProblem, atomic_output, atomic_write, check_output, note_input, output_dir
     from runtime.loop import run_loop
     from runtime.sources import ImageSource, SourceError, open_source
 
+    if not (0 <= conf <= 1 and 0 <= iou <= 1):
+        raise GraphoptError("--conf and --iou must be between 0 and 1")
+    if max_frames is not None and max_frames < 1:
+        raise GraphoptError("--max-frames must be at least 1")
+    note_input(model)
     try:
         detector = Detector(model, backend=backend, threads=threads, conf=conf, iou=iou)
         src = open_source(source)
     except (RuntimeModelError, SourceError) as exc:
         raise GraphoptError(str(exc)) from exc
     out_dir = Path(save_dir) if save_dir else None
+    image_paths: dict[int, Path] = {}
+    video_path = None
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            output_dir(out_dir, "--save folder")
+            if isinstance(src, ImageSource):
+                image_paths = _image_outputs(src, source, out_dir)
+            else:
+                name = Path(str(source)).stem if not str(source).isdigit() else f"camera{source}"
+                video_path = check_output(out_dir / f"{name}.mp4", "annotated video")
+        except (FileProblem, GraphoptError) as exc:
+            src.close()
+            raise GraphoptError(str(exc)) from None
     per_class: Counter[str] = Counter()
     frames: list[dict[str, Any]] = []
-    writer: dict[str, Any] = {}
+    video: dict[str, Any] = {}
+    cleanup = contextlib.ExitStack()
 
     def on_result(frame: Any, det: Any) -> None:
         per_class.update(det.names)
@@ -48,24 +90,28 @@ def run_detect(
         if out_dir is None:
             return
         annotated = draw(frame.image, det)
-        if isinstance(src, ImageSource):
-            cv2.imwrite(str(out_dir / frame.name), annotated)
+        if image_paths:
+            target = image_paths[frame.index]
+
+            def encode(tmp: Path) -> None:
+                if not cv2.imwrite(str(tmp), annotated):
+                    raise FileProblem(f"{target}: OpenCV cannot write this image format")
+
+            atomic_write(target, encode, what="annotated image", keep_suffix=True)
             return
-        if "video" not in writer:
+        if "writer" not in video:
             h, w = annotated.shape[:2]
             fps = src.capture.get(cv2.CAP_PROP_FPS) if hasattr(src, "capture") else 0
-            name = Path(str(source)).stem if not str(source).isdigit() else f"camera{source}"
-            writer["path"] = out_dir / f"{name}.mp4"
-            writer["video"] = cv2.VideoWriter(
-                str(writer["path"]), cv2.VideoWriter_fourcc(*"mp4v"), fps or 30, (w, h)
-            )
-        writer["video"].write(annotated)
+            tmp = cleanup.enter_context(atomic_output(video_path, "annotated video", keep_suffix=True))
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps or 30, (w, h))
+            if not writer.isOpened():
+                raise FileProblem(f"{video_path}: OpenCV cannot write an mp4 video here")
+            cleanup.callback(writer.release)  # runs before the rename (callbacks unwind in reverse)
+            video["writer"] = writer
+        video["writer"].write(annotated)
 
-    try:
+    with cleanup:
         report = run_loop(detector, src, on_result, max_frames=max_frames)
-    finally:
-        if "video" in writer:
-            writer["video"].release()
     summary = report.as_dict()
     if report.frames == 0:
         reasons = "; ".join(report.skip_reasons[:3]) or "the source produced no frames"

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from graphopt.data import Dataset, load_dataset
@@ -94,6 +93,7 @@ def evaluate(
 
     from runtime.backends import RuntimeModelError
     from runtime.detector import Detector
+    from runtime.sources import read_image
 
     ds = load_dataset(data)
     try:
@@ -110,6 +110,10 @@ def evaluate(
     except RuntimeModelError as exc:
         raise GraphoptError(str(exc)) from exc
     problems = list(ds.problems)
+    settings = {"conf": EVAL_CONF, "iou": EVAL_IOU, "max_det": EVAL_MAX_DET}
+    if detector.head == "end2end":
+        settings, note = _graph_nms_settings(detector.backend.metadata)
+        problems.append(note)
     model_nc = len(detector.names)
     if model_nc and model_nc != ds.nc:
         problems.append(
@@ -120,7 +124,7 @@ def evaluate(
     results: list[dict[str, Any]] = []
     skipped: list[str] = []
     for image_id, item in enumerate(tqdm(ds.items, desc="eval", unit="img", disable=not progress or None)):
-        frame = cv2.imread(str(item.path), cv2.IMREAD_COLOR)
+        frame = read_image(item.path)
         if frame is None:
             skipped.append(item.path.name)
             continue
@@ -160,7 +164,7 @@ def evaluate(
         recall=recall,
         images=len(sizes),
         instances=instances,
-        skipped_images=len(skipped),
+        skipped_images=len(skipped) + len(ds.unusable),
         skipped_labels=ds.skipped_labels,
         problems=problems,
         seconds=time.perf_counter() - start,
@@ -169,11 +173,35 @@ def evaluate(
             "data": str(data),
             "backend": detector.backend.name,
             "imgsz": list(detector.input_hw),
-            "conf": EVAL_CONF,
-            "iou": EVAL_IOU,
-            "max_det": EVAL_MAX_DET,
+            **settings,
         },
     )
+
+
+def _graph_nms_settings(metadata: dict[str, str]) -> tuple[dict[str, Any], str]:
+    """The thresholds baked into a fuse-nms graph (they, not the validator's, decide what is scored)."""
+    import json
+
+    try:
+        nms = json.loads(metadata.get("graphopt.nms", "{}"))
+    except ValueError:
+        nms = {}
+    nms = nms if isinstance(nms, dict) else {}
+    settings = {
+        "conf": nms.get("conf"),
+        "iou": nms.get("iou"),
+        "max_det": nms.get("max_det"),
+        "multi_label": nms.get("multi_label"),
+        "nms_in_graph": True,
+    }
+    known = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "nms_in_graph" and v is not None)
+    note = (
+        f"NMS is inside this model's graph ({known or 'thresholds not recorded'}); those thresholds, not the "
+        f"validator's (conf {EVAL_CONF}, iou {EVAL_IOU}, {EVAL_MAX_DET} boxes, multi-label), decide what is "
+        "scored, so this mAP is capped below the model's own: evaluate the model from before fuse-nms for a "
+        "number comparable with val.py"
+    )
+    return settings, note
 
 
 def _precision_recall(ev: Any) -> tuple[float, float]:

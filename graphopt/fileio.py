@@ -1,4 +1,4 @@
-"""Atomic file writes: a temp file in the target folder, then a rename (never a half-written file)."""
+"""File I/O for the compiler through the one guard in `runtime.files` (errors become GraphoptError)."""
 
 from __future__ import annotations
 
@@ -12,35 +12,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+from graphopt.errors import GraphoptError
+from runtime import files
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)`, then rename onto `path` with ordinary file permissions."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], what: str = "output") -> Path:
+    """Call `write(tmp_path)`, then rename onto `path`: never onto an input, nothing left on failure."""
     try:
-        write(tmp_path)
-        os.chmod(tmp_path, _umask_mode())  # mkstemp creates 0600; outputs are ordinary files
-        os.replace(tmp_path, out)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-    return out
+        return files.atomic_write(path, write, what=what)
+    except files.FileProblem as exc:
+        raise GraphoptError(str(exc)) from None
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+def write_json(path: str | os.PathLike[str], obj: Any, what: str = "JSON output") -> Path:
     def dump(tmp: Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
-    return atomic_write(path, dump)
+    return atomic_write(path, dump, what)
+
+
+def read_text(path: str | os.PathLike[str], what: str) -> str:
+    """A small UTF-8 input file (regular, size-capped), noted as being read."""
+    try:
+        return files.read_text(path, what)
+    except files.FileProblem as exc:
+        raise GraphoptError(str(exc)) from None
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 from graphopt import __version__
 from graphopt.errors import GraphoptError
-from graphopt.fileio import write_json
+from graphopt.fileio import read_text, write_json
 
 SNAPSHOT_KEYS = ("ops", "params", "inputs", "outputs")
 
@@ -18,19 +18,41 @@ def snapshot(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_golden(path: Path, snap: dict[str, Any]) -> None:
-    write_json(path, snap)
+    write_json(path, snap, "golden file")
 
 
 def read_golden(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise GraphoptError(f"{path}: golden file not found (create it with --update)")
     try:
-        golden = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise GraphoptError(f"{path}: not a readable golden JSON ({str(exc).splitlines()[0]})") from exc
+        golden = json.loads(read_text(path, "golden JSON file"))
+    except (ValueError, RecursionError) as exc:
+        raise GraphoptError(f"{path}: not a readable golden JSON ({str(exc).splitlines()[0][:160]})") from None
     if not isinstance(golden, dict) or "ops" not in golden:
         raise GraphoptError(f"{path}: not a golden file (no 'ops')")
+    _check_schema(path, golden)
     return golden
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_schema(path: Path, golden: dict[str, Any]) -> None:
+    """What `--update` writes: ops {op: count}, params count, inputs/outputs [{name, shape, dtype}]."""
+    ops = golden["ops"]
+    if not isinstance(ops, dict) or not all(isinstance(k, str) and _count(v) for k, v in ops.items()):
+        raise GraphoptError(f"{path}: 'ops' must map op names to counts (write it with --update)")
+    if "params" in golden and not _count(golden["params"]):
+        raise GraphoptError(f"{path}: 'params' must be a non-negative integer")
+    for key in ("inputs", "outputs"):
+        if key not in golden:
+            continue
+        entries = golden[key]
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and {"name", "shape", "dtype"} <= set(e) for e in entries
+        ):
+            raise GraphoptError(f"{path}: '{key}' must be a list of {{name, shape, dtype}} entries")
 
 
 def compare_golden(

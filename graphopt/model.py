@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from onnx import helper
 
 from graphopt.errors import GraphoptError
 from graphopt.fileio import atomic_write
+from runtime import files
 
 # Serialized protobuf cannot exceed 2 GB; above this, tensors go to an external data file.
 _EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -24,14 +27,13 @@ _NON_PARAM_DTYPES = {onnx.TensorProto.INT64, onnx.TensorProto.BOOL, onnx.TensorP
 
 def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Load an ONNX model (with its external data), turning every unusable input into GraphoptError."""
-    p = Path(path)
-    if not p.exists():
-        raise GraphoptError(f"{p}: no such file")
-    if p.is_dir():
-        raise GraphoptError(f"{p}: is a directory, expected an .onnx file")
+    try:
+        p = files.input_file(path, "ONNX model (.onnx file)", files.MAX_MODEL_BYTES)
+    except files.FileProblem as exc:
+        raise GraphoptError(str(exc)) from None
     try:
         model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError) as exc:
+    except (DecodeError, RuntimeError, ValueError, RecursionError) as exc:
         raise GraphoptError(f"{p}: not a valid ONNX model ({_first_line(exc)})") from exc
     except OSError as exc:
         raise GraphoptError(f"{p}: cannot read ({exc.strerror or exc})") from exc
@@ -39,15 +41,50 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     if not model.opset_import or (not model.graph.node and not model.graph.output):
         raise GraphoptError(f"{p}: not an ONNX model (no opset or graph found)")
     if _uses_external_data(model):
-        try:
-            onnx.load_external_data_for_model(model, str(p.parent))
-        except (OSError, ValueError) as exc:
-            raise GraphoptError(f"{p}: external data missing or unreadable ({_first_line(exc)})") from exc
+        _load_external_data(model, p)
     try:
         onnx.checker.check_model(model)
-    except (onnx.checker.ValidationError, ValueError) as exc:
+    except (onnx.checker.ValidationError, ValueError, RecursionError) as exc:
         raise GraphoptError(f"{p}: invalid ONNX model ({_first_line(exc)})") from exc
     return model
+
+
+# Older opsets lack what the passes and onnxruntime's quantizer build on (opset-11 Resize, Pad and
+# Slice with tensor inputs, …); onnx's version converter upgrades most models, so say how.
+MIN_OPSET = 11
+
+
+def check_opset(model: onnx.ModelProto, name: str = "the model") -> None:
+    opset = default_opset(model)
+    if opset is not None and opset < MIN_OPSET:
+        raise GraphoptError(
+            f"{name}: opset {opset} is older than graphopt's passes support (>= {MIN_OPSET}); re-export it with "
+            "a newer opset, or upgrade it: python -c \"import onnx, onnx.version_converter as v; "
+            "onnx.save(v.convert_version(onnx.load('IN.onnx'), 13), 'OUT.onnx')\""
+        )
+
+
+def _load_external_data(model: onnx.ModelProto, p: Path) -> None:
+    """Tensors stored beside the model: only regular files inside the model's folder, noted as inputs."""
+    base = p.parent.resolve()
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (base / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(base):
+            raise GraphoptError(
+                f"{p}: tensor '{tensor.name}' points at external data outside the model's folder "
+                f"('{location}'); refusing to read it"
+            )
+        try:
+            files.input_file(target, "external data file", max_bytes=None)
+        except files.FileProblem as exc:
+            raise GraphoptError(f"{p}: external data of tensor '{tensor.name}': {exc}") from None
+    try:
+        onnx.load_external_data_for_model(model, str(base))
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
+        raise GraphoptError(f"{p}: external data missing or unreadable ({_first_line(exc)})") from exc
 
 
 def _first_line(exc: BaseException) -> str:
@@ -70,26 +107,39 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
 def save_model(
     model: onnx.ModelProto, path: str | os.PathLike[str], *, input_path: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Write `model` atomically (temp file in the same folder + rename); never over `input_path`."""
+    """Write `model` atomically (temp file in the same folder + rename); never over an input."""
     out = Path(path)
-    if input_path is not None and same_file(out, input_path):
-        raise GraphoptError(f"{out}: output path is the input file; choose another output path")
-    if out.is_dir():
-        raise GraphoptError(f"{out}: is a directory, expected an output file path")
+    if input_path is not None:
+        files.note_input(input_path)
     if model.ByteSize() <= _EXTERNAL_DATA_THRESHOLD:
-        return atomic_write(out, lambda tmp: onnx.save_model(model, str(tmp)))
-    # Over 2 GB protobuf cannot hold the tensors: they go to OUT.data next to it (written in place,
-    # before the model that points at it is renamed into place).
-    data_name = out.name + ".data"
+        return atomic_write(out, lambda tmp: onnx.save_model(model, str(tmp)), "model")
+    # Over 2 GB protobuf cannot hold the tensors: they go to OUT.data next to it. Both files are
+    # written in a temp folder beside OUT (the model records the data file's final name) and renamed
+    # into place, the data first.
+    data = out.with_name(out.name + ".data")
+    try:
+        files.check_output(data, "model's external data")
+    except files.FileProblem as exc:
+        raise GraphoptError(str(exc)) from None
 
     def write_with_data(tmp: Path) -> None:
-        staged = onnx.ModelProto()
-        staged.CopyFrom(model)
-        onnx.save_model(
-            staged, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name
-        )
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            staged = onnx.ModelProto()
+            staged.CopyFrom(model)
+            onnx.save_model(
+                staged,
+                str(staging / out.name),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data.name,
+            )
+            os.replace(staging / out.name, tmp)
+            os.replace(staging / data.name, data)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
-    return atomic_write(out, write_with_data)
+    return atomic_write(out, write_with_data, "model")
 
 
 # --- metadata -------------------------------------------------------------------------------------

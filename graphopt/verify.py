@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -20,6 +19,7 @@ from graphopt.errors import GraphoptError
 from graphopt.model import io_signature, read_metadata
 from runtime.metadata import parse_metadata
 from runtime.preprocess import letterbox, to_input_tensor
+from runtime.sources import read_image
 
 Feeds = dict[str, np.ndarray]
 
@@ -132,7 +132,7 @@ def _concrete_shape(shape: list[int | str] | None, imgsz: tuple[int, int] | None
 
 
 def _image_tensor(path: Path, hw: tuple[int, int], preprocess: dict[str, Any]) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = read_image(path)
     if image is None:
         raise GraphoptError(f"{path}: cannot read image")
     boxed, _ = letterbox(image, hw, pad_value=int(preprocess.get("letterbox_pad", 114)))
@@ -175,8 +175,14 @@ class Comparison:
 def compare(
     reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]], atol: float, rtol: float
 ) -> Comparison:
-    """Element-wise `|a - b| <= atol + rtol * |b|` over the outputs both sides have, by name."""
+    """Element-wise `|a - b| <= atol + rtol * |b|` over every reference output, by name: a reference
+    output the candidate lacks fails (the pipeline drops announced removals from the reference)."""
     common = [k for k in reference[0] if k in candidate[0]]
+    missing = [k for k in reference[0] if k not in candidate[0]]
+    if missing:
+        return Comparison(
+            False, float("inf"), float("inf"), missing[0], common, f"output(s) {', '.join(missing)} missing"
+        )
     if not common:
         return Comparison(False, float("inf"), float("inf"), None, [], "no output names in common")
     max_abs = max_rel = 0.0

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from runtime.files import MAX_MODEL_BYTES, FileProblem, input_file, read_text
+
 SIDECAR_SUFFIX = ".json"  # NCNN: model.ncnn.param + model.ncnn.bin + model.ncnn.json (metadata, blob names)
 
 
@@ -38,6 +40,10 @@ class OrtBackend:
             import onnxruntime as ort
         except ImportError as exc:
             raise RuntimeModelError("the ort backend needs onnxruntime: pip install onnxruntime") from exc
+        try:
+            input_file(path, "ONNX model (.onnx file)", MAX_MODEL_BYTES)
+        except FileProblem as exc:
+            raise RuntimeModelError(str(exc)) from None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or default_threads()
         opts.inter_op_num_threads = 1
@@ -80,6 +86,11 @@ def ncnn_files(path: str | Path) -> tuple[Path, Path, Path]:
     missing = [str(f) for f in files[:2] if not f.exists()]
     if missing:
         raise RuntimeModelError(f"NCNN model files missing: {', '.join(missing)}")
+    try:
+        input_file(files[0], "NCNN .param file")
+        input_file(files[1], "NCNN .bin file", MAX_MODEL_BYTES)
+    except FileProblem as exc:
+        raise RuntimeModelError(str(exc)) from None
     return files
 
 
@@ -92,7 +103,7 @@ class NcnnBackend:
         except ImportError as exc:
             raise RuntimeModelError("the ncnn backend needs the ncnn package: pip install ncnn") from exc
         param, weights, sidecar = ncnn_files(path)
-        info: dict[str, Any] = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        info = _read_sidecar(sidecar)
         self.net = ncnn.Net()
         self.threads = threads or default_threads()
         self.net.opt.num_threads = self.threads
@@ -105,13 +116,18 @@ class NcnnBackend:
         self._ncnn = ncnn
         inputs = info.get("inputs") or [{"name": "in0", "shape": [1, 3, -1, -1]}]
         outputs = info.get("outputs") or [{"name": "out0", "onnx_name": "output0", "shape": None}]
-        self.input_blob = inputs[0]["name"]
-        self.input_shape = tuple(inputs[0]["shape"])
-        self._outputs = [(o["name"], o.get("onnx_name", o["name"]), o.get("shape")) for o in outputs]
-        self.output_names = [onnx_name for _, onnx_name, _ in self._outputs]
-        self.metadata = {
-            k: v if isinstance(v, str) else json.dumps(v) for k, v in info.get("metadata", {}).items()
-        }
+        try:
+            self.input_blob = str(inputs[0]["name"])
+            self.input_shape = tuple(int(d) for d in inputs[0]["shape"])
+            self._outputs = [
+                (str(o["name"]), str(o.get("onnx_name", o["name"])), _shape(o.get("shape"))) for o in outputs
+            ]
+            self.output_names = [onnx_name for _, onnx_name, _ in self._outputs]
+            self.metadata = {
+                str(k): v if isinstance(v, str) else json.dumps(v) for k, v in info.get("metadata", {}).items()
+            }
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise RuntimeModelError(f"{sidecar}: malformed NCNN sidecar ({type(exc).__name__}: {exc})") from None
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         ex = self.net.create_extractor()
@@ -124,6 +140,25 @@ class NcnnBackend:
             arr = np.array(mat)
             out[onnx_name] = arr.reshape(shape) if shape else arr[None]  # NCNN drops the batch axis
         return out
+
+
+def _shape(raw: Any) -> list[int] | None:
+    return None if raw is None else [int(d) for d in raw]
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    """The converter's JSON sidecar (metadata, blob names), or {} when there is none."""
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(read_text(path, "NCNN sidecar (.json)"))
+    except FileProblem as exc:
+        raise RuntimeModelError(str(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise RuntimeModelError(f"{path}: not a readable NCNN sidecar ({str(exc)[:120]})") from None
+    if not isinstance(info, dict):
+        raise RuntimeModelError(f"{path}: not an NCNN sidecar (expected a JSON object)")
+    return info
 
 
 def open_backend(model: str | Path, backend: str | None = None, threads: int | None = None) -> Backend:

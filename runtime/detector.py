@@ -13,7 +13,7 @@ from runtime.backends import RuntimeModelError, open_backend
 from runtime.decode import decode, infer_head_format
 from runtime.metadata import parse_metadata
 from runtime.nms import nms
-from runtime.preprocess import letterbox, to_input_tensor
+from runtime.preprocess import as_bgr, letterbox, to_input_tensor
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Detector:
 
     def preprocess(self, frame_bgr: np.ndarray):  # noqa: ANN201 - (tensor, Letterbox)
         pre = self.meta.preprocess
-        boxed, lb = letterbox(frame_bgr, self.input_hw, pad_value=int(pre.get("letterbox_pad", 114)))
+        boxed, lb = letterbox(as_bgr(frame_bgr), self.input_hw, pad_value=int(pre.get("letterbox_pad", 114)))
         return to_input_tensor(
             boxed, rgb=bool(pre.get("rgb", True)), scale=float(pre.get("scale", 1 / 255))
         ), lb

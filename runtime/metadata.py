@@ -32,32 +32,78 @@ HEAD_FORMATS = {
 DEFAULT_PREPROCESS: dict[str, Any] = {"letterbox_pad": 114, "rgb": True, "scale": 1.0 / 255.0}
 
 
+# A metadata value larger than this is not something graphopt or Ultralytics wrote.
+MAX_VALUE_CHARS = 4 << 20
+
+
+class MetadataError(ValueError):
+    """A `graphopt.*` metadata value that cannot be what graphopt wrote (damaged or hostile model)."""
+
+
 def _loads(value: str) -> Any:
     """Parse a metadata value: JSON first, then a Python literal (Ultralytics writes `str(dict)`)."""
+    if len(value) > MAX_VALUE_CHARS:
+        raise MetadataError(f"a metadata value of {len(value):,} characters")
     try:
         return json.loads(value)
     except (ValueError, TypeError):
         pass
+    except RecursionError:
+        raise MetadataError("a metadata value nested too deeply") from None
     try:
         return ast.literal_eval(value)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError):
         return value
+    except RecursionError:
+        raise MetadataError("a metadata value nested too deeply") from None
 
 
 def _as_names(raw: Any) -> dict[int, str]:
     if isinstance(raw, dict):
-        return {int(k): str(v) for k, v in raw.items()}
+        return {_index(k): str(v) for k, v in raw.items()}
     if isinstance(raw, (list, tuple)):
         return dict(enumerate(map(str, raw)))
-    return {}
+    raise ValueError(f"expected a mapping of class ids to names, got {type(raw).__name__}")
+
+
+def _index(key: Any) -> int:
+    value = int(key)
+    if value < 0 or str(key).strip() != str(value):
+        raise ValueError(f"class id {key!r} is not a non-negative integer")
+    return value
+
+
+def _positive(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value <= 0:
+        raise ValueError(f"{value!r} is not a positive integer")
+    return int(value)
 
 
 def _as_hw(raw: Any) -> tuple[int, int] | None:
-    if isinstance(raw, (int, float)):
-        return int(raw), int(raw)
+    if raw is None:
+        return None
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return _positive(raw), _positive(raw)
     if isinstance(raw, (list, tuple)) and len(raw) == 2:
-        return int(raw[0]), int(raw[1])
-    return None
+        return _positive(raw[0]), _positive(raw[1])
+    raise ValueError(f"expected N or [h, w], got {raw!r}"[:120])
+
+
+def _as_preprocess(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ValueError("expected a mapping")
+    out: dict[str, Any] = {}
+    for key, kind in (("letterbox_pad", int), ("rgb", bool), ("scale", float)):
+        if key not in raw:
+            continue
+        value = raw[key]
+        ok = isinstance(value, bool) if kind is bool else isinstance(value, (int, float)) and not isinstance(
+            value, bool
+        )
+        if not ok or (key == "letterbox_pad" and not 0 <= value <= 255):
+            raise ValueError(f"'{key}' = {value!r}"[:120])
+        out[key] = kind(value)
+    return out
 
 
 @dataclass
@@ -74,20 +120,63 @@ class ModelMeta:
 
 
 def parse_metadata(props: dict[str, str]) -> ModelMeta:
-    """Read graphopt keys, falling back to Ultralytics' `names`/`stride`/`imgsz`."""
+    """Read graphopt keys, falling back to Ultralytics' `names`/`stride`/`imgsz`.
+
+    A malformed `graphopt.*` value raises MetadataError naming the key (graphopt wrote it, so the
+    model is damaged); a malformed foreign key is ignored, as if absent.
+    """
     meta = ModelMeta()
-    names = _loads(props[NAMES]) if NAMES in props else _loads(props.get("names", "{}"))
-    meta.names = _as_names(names)
-    meta.imgsz = _as_hw(_loads(props[IMGSZ] if IMGSZ in props else props.get("imgsz", "null")))
+    own = _Strict(props)
+    foreign = _Lenient(props)
+    meta.names = own.get(NAMES, _as_names) if NAMES in props else foreign.get("names", _as_names) or {}
+    meta.imgsz = own.get(IMGSZ, _as_hw) if IMGSZ in props else foreign.get("imgsz", _as_hw)
     if STRIDES in props:
-        meta.strides = [int(s) for s in _loads(props[STRIDES])]
+        meta.strides = own.get(STRIDES, lambda raw: [_positive(v) for v in raw])
     elif "stride" in props:
-        top = int(_loads(props["stride"]))
-        meta.strides = [s for s in (8, 16, 32, 64) if s <= top]
-    meta.head = props.get(HEAD)
+        top = foreign.get("stride", _positive)
+        meta.strides = [s for s in (8, 16, 32, 64) if top and s <= top]
+    meta.head = own.get(HEAD, _as_head) if HEAD in props else None
     if PREPROCESS in props:
-        meta.preprocess.update(_loads(props[PREPROCESS]))
-    meta.main_output = props.get(MAIN_OUTPUT)
-    history = _loads(props.get(HISTORY, "[]"))
-    meta.history = history if isinstance(history, list) else []
+        meta.preprocess.update(own.get(PREPROCESS, _as_preprocess))
+    if MAIN_OUTPUT in props:
+        meta.main_output = props[MAIN_OUTPUT]
+    if HISTORY in props:
+        meta.history = own.get(HISTORY, _as_list)
     return meta
+
+
+def _as_head(raw: Any) -> str:
+    if raw not in HEAD_FORMATS:
+        raise ValueError(f"unknown head format {str(raw)[:60]!r} (known: {', '.join(HEAD_FORMATS)})")
+    return raw
+
+
+def _as_list(raw: Any) -> list[Any]:
+    if not isinstance(raw, list):
+        raise ValueError("expected a list")
+    return raw
+
+
+class _Strict:
+    def __init__(self, props: dict[str, str]) -> None:
+        self.props = props
+
+    def get(self, key: str, convert: Any) -> Any:
+        raw = self.props[key]
+        try:
+            value = _loads(raw) if key != HEAD else raw
+            return convert(value)
+        except MetadataError as exc:
+            raise MetadataError(f"model metadata '{key}' is malformed ({exc})") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise MetadataError(f"model metadata '{key}' is malformed ({str(exc)[:160]})") from None
+
+
+class _Lenient(_Strict):
+    def get(self, key: str, convert: Any) -> Any:
+        if key not in self.props:
+            return None
+        try:
+            return super().get(key, convert)
+        except MetadataError:
+            return None

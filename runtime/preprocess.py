@@ -28,6 +28,24 @@ class Letterbox:
         return out
 
 
+def as_bgr(frame: object) -> np.ndarray:
+    """A frame as HxWx3 uint8 BGR (grey and BGRA converted); a clear error for anything else."""
+    if frame is None:
+        raise ValueError("no image (None): the file could not be read or the camera returned no frame")
+    if not isinstance(frame, np.ndarray) or frame.ndim not in (2, 3) or frame.size == 0:
+        shape = getattr(frame, "shape", None)
+        raise ValueError(f"expected an HxWx3 BGR image array, got {type(frame).__name__} {shape or ''}".strip())
+    if frame.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image (as cv2.imread returns), got {frame.dtype}")
+    if frame.ndim == 2 or frame.shape[2] == 1:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    if frame.shape[2] != 3:
+        raise ValueError(f"expected 1, 3 or 4 colour channels, got {frame.shape[2]}")
+    return frame
+
+
 def letterbox(
     image: np.ndarray, size: tuple[int, int], pad_value: int = 114, scaleup: bool = True
 ) -> tuple[np.ndarray, Letterbox]:

@@ -14,13 +14,28 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.files import FileProblem, input_file, note_input
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
 MAX_CONSECUTIVE_BAD_FRAMES = 30  # a video that keeps failing has ended, not hiccupped
 
 
+MAX_IMAGE_BYTES = 512 << 20  # an image file larger than this is not a photo
+
+
 class SourceError(Exception):
     """A source that cannot be opened at all (one-line message)."""
+
+
+def read_image(path: str | Path) -> np.ndarray | None:
+    """cv2.imread of a regular file (never a FIFO or device, which would block or never end), noted
+    as an input; None when it is not a readable image."""
+    try:
+        p = input_file(path, "image", MAX_IMAGE_BYTES)
+    except FileProblem:
+        return None
+    return cv2.imread(str(p), cv2.IMREAD_COLOR)
 
 
 @dataclass
@@ -65,7 +80,7 @@ class ImageSource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         for i, path in enumerate(self.paths):
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = read_image(path)
             if image is None:
                 self.stats.skip(f"{path.name}: unreadable image")
                 continue
@@ -157,7 +172,13 @@ def open_source(spec: str | int) -> Source:
         images = images_in(path)
         if not images:
             raise SourceError(f"{path}: no images in this folder")
+        for image in images:
+            note_input(image)
         return ImageSource(images)
+    try:
+        input_file(path, "image or video", max_bytes=None)
+    except FileProblem as exc:
+        raise SourceError(str(exc)) from None
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource([path])
     cap = cv2.VideoCapture(str(path))

@@ -19,6 +19,14 @@ YOLOV5N = SHARED / "models" / "yolov5n-coco.pt"
 YOLOV9T = SHARED / "models" / "yolov9t-ball.pt"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_input_registry() -> None:
+    """Each test is its own "command": files another test read are not this test's inputs."""
+    from runtime.files import forget_inputs
+
+    forget_inputs()
+
+
 def need_shared(path: Path) -> Path:
     """Skip (with the reason) when the shared material is absent, as in a user's fresh clone."""
     if not path.exists():

@@ -49,6 +49,7 @@ class GroundTruthDetector:
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self.names = NAMES
+        self.head = "yolov5"
         self.input_hw = (640, 640)
         self.backend = type("B", (), {"name": "fake"})()
         self.labels: dict[tuple[int, int, int], np.ndarray] = {}

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from graphopt.errors import GraphoptError
+from graphopt.fileio import read_text
 
 RECIPE_DIR = Path(__file__).parent
 
@@ -42,8 +43,8 @@ def load_recipe(name_or_path: str) -> Recipe:
         if not path.exists():
             raise GraphoptError(f"unknown recipe '{name_or_path}'; available: {', '.join(available())}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        raw = yaml.safe_load(read_text(path, "recipe YAML file"))
+    except (yaml.YAMLError, RecursionError) as exc:
         raise GraphoptError(f"{path}: cannot read recipe ({str(exc).splitlines()[0]})") from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("passes"), list) or not raw["passes"]:
         raise GraphoptError(f"{path}: a recipe needs a non-empty 'passes' list")

@@ -1,0 +1,207 @@
+"""The one guard for files: what graphopt reads, and every file it writes.
+
+Reading: `input_file()` accepts only regular files under a size cap (a FIFO would block forever,
+`/dev/zero` would fill the memory) and notes each one as *being read* for this process.
+Writing: `atomic_write()` refuses any path that names a file being read (through symlinks and
+hard links too: same device and inode) or a folder, writes to a hidden temp file in the target
+folder and renames it into place; on any failure — an exception, or SIGTERM turned into one by the
+CLI — the temp file is removed, so nothing half-written or stray is left behind.
+
+Lives in the runtime (stdlib only) because the runtime writes files too (annotated images, video)
+and must not import the compiler; the compiler uses the same guard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+# Caps for inputs that are read whole into memory (a larger file is not what the user meant).
+MAX_TEXT_BYTES = 64 << 20  # data.yaml, label files, recipes, golden files, sidecars
+MAX_MODEL_BYTES = 2 << 30  # one protobuf cannot exceed 2 GiB (bigger models keep tensors outside)
+
+
+class FileProblem(Exception):
+    """A path that cannot be read or written as asked (a one-line, user-facing message)."""
+
+
+_lock = threading.Lock()
+_reading: dict[tuple[int, int], Path] = {}  # (st_dev, st_ino) -> path, of every file noted as input
+_reading_paths: set[Path] = set()  # resolved paths (also of inputs that are folders)
+
+
+def note_input(path: str | os.PathLike[str]) -> None:
+    """Remember `path` as being read by this process: no output may land on it."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return
+    with _lock:
+        _reading_paths.add(p.resolve())
+        if stat.S_ISREG(st.st_mode):
+            _reading[(st.st_dev, st.st_ino)] = p
+
+
+def forget_inputs() -> None:
+    """Forget every noted input (tests; a long-running process starting a new job)."""
+    with _lock:
+        _reading.clear()
+        _reading_paths.clear()
+
+
+def is_input(path: str | os.PathLike[str]) -> bool:
+    """True when `path` names a file noted as being read (also through a symlink or a hard link)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        st = None
+    with _lock:
+        if st is not None and (key := (st.st_dev, st.st_ino)) in _reading:
+            if _still_same(_reading[key], key):
+                return True
+            del _reading[key]  # the input is gone and its inode was reused by another file
+        return p.resolve() in _reading_paths and (st is None or not stat.S_ISDIR(st.st_mode))
+
+
+def _still_same(path: Path, key: tuple[int, int]) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == key
+
+
+def input_file(
+    path: str | os.PathLike[str], what: str = "file", max_bytes: int | None = MAX_TEXT_BYTES
+) -> Path:
+    """`path` as a readable regular file (noted as an input), else FileProblem with the reason."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise FileProblem(f"{p}: no such file") from None
+    except OSError as exc:
+        raise FileProblem(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise FileProblem(f"{p}: is a directory, expected a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise FileProblem(f"{p}: not a regular file (a device, pipe or socket), expected a {what}")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise FileProblem(f"{p}: {st.st_size:,} bytes is too large for a {what} (limit {max_bytes:,})")
+    if not os.access(p, os.R_OK):
+        raise FileProblem(f"{p}: permission denied")
+    note_input(p)
+    return p
+
+
+def read_text(path: str | os.PathLike[str], what: str = "text file", max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """A small UTF-8 text input, whole (regular file, size-capped), else FileProblem."""
+    p = input_file(path, what, max_bytes)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise FileProblem(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if b"\x00" in data:
+        raise FileProblem(f"{p}: binary content, expected a {what}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FileProblem(f"{p}: not UTF-8 text (byte {exc.start}), expected a {what}") from None
+
+
+def check_output(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """`path` is fine to write: not a file being read, not a folder, its folder creatable."""
+    out = Path(path)
+    if is_input(out):
+        raise FileProblem(f"{out}: the {what} would overwrite an input of this command; choose another path")
+    if out.is_dir():
+        raise FileProblem(f"{out}: is a directory, expected a file path for the {what}")
+    if out.exists() and not out.is_file():
+        raise FileProblem(f"{out}: not a regular file; refusing to write the {what} there")
+    return out
+
+
+def output_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """A folder to write into (created when missing); refuses an existing file or an input."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise FileProblem(f"{out}: exists and is not a folder; the {what} must be a folder")
+    if is_input(out):
+        raise FileProblem(f"{out}: is an input of this command; choose another {what}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileProblem(f"{out}: cannot create the {what} ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise FileProblem(f"{out}: the {what} is not writable")
+    return out
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_output(
+    path: str | os.PathLike[str], what: str = "output", *, keep_suffix: bool = False
+) -> Iterator[Path]:
+    """A temp file beside `path` to write (all at once, or frame by frame); renamed onto `path` when the
+    block ends normally, removed when it raises — an exception, or SIGTERM turned into one by the CLI.
+
+    `keep_suffix`: the temp name ends with `path`'s suffix (writers such as OpenCV pick the format
+    from it).
+    """
+    out = check_output(path, what)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{out.name}.", suffix=(".tmp" + out.suffix) if keep_suffix else ".tmp", dir=out.parent
+        )
+    except OSError as exc:
+        raise FileProblem(f"{out}: cannot write the {what} there ({exc.strerror or exc})") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, _umask_mode())  # mkstemp creates 0600; outputs are ordinary files
+        check_output(out, what)  # an input may have been noted meanwhile
+        os.replace(tmp_path, out)
+    except OSError as exc:
+        raise FileProblem(f"{out}: cannot write the {what} ({exc.strerror or exc})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+
+
+def atomic_write(
+    path: str | os.PathLike[str],
+    write: Callable[[Path], None],
+    *,
+    what: str = "output",
+    keep_suffix: bool = False,
+) -> Path:
+    """Call `write(tmp)` on a temp file beside `path`, then rename it onto `path` (see atomic_output)."""
+    with atomic_output(path, what, keep_suffix=keep_suffix) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def distinct_outputs(paths: Iterable[tuple[str, str | os.PathLike[str] | None]]) -> None:
+    """Two outputs of one command must not be one file (e.g. `--report X -o X`)."""
+    seen: dict[Path, str] = {}
+    for what, p in paths:
+        if p is None:
+            continue
+        key = Path(p).resolve()
+        if key in seen:
+            raise FileProblem(f"{p}: given as both the {seen[key]} and the {what}; choose two paths")
+        seen[key] = what
