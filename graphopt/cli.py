@@ -512,7 +512,14 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, click.Abort):
         _fail("error: interrupted", 130, debug)
     except Terminated:
-        _fail("error: terminated (SIGTERM); nothing was left half-written", EXIT_TERMINATED, debug)
+        if debug:
+            traceback.print_exc()
+        click.echo("error: terminated (SIGTERM); nothing was left half-written", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Every `finally` has run (temp files are gone). Skip interpreter teardown: native thread pools
+        # (onnxruntime, OpenCV) stopped mid-run can abort the process while being destroyed.
+        os._exit(EXIT_TERMINATED)
     except MemoryError:
         _fail(
             "error: out of memory; try a smaller --imgsz, fewer samples (--set quantize.samples=N), "

@@ -40,6 +40,8 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     # Protobuf parses many arbitrary byte strings "successfully": insist on an actual graph.
     if not model.opset_import or (not model.graph.node and not model.graph.output):
         raise GraphoptError(f"{p}: not an ONNX model (no opset or graph found)")
+    if not model.graph.output:
+        raise GraphoptError(f"{p}: the model has no outputs")
     if _uses_external_data(model):
         _load_external_data(model, p)
     try:

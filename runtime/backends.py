@@ -58,6 +58,8 @@ class OrtBackend:
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
+        if not self.output_names:
+            raise RuntimeModelError(f"{path}: the model has no outputs")
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.threads = opts.intra_op_num_threads
 

@@ -6,6 +6,7 @@ yields nothing at all is an error (raised by the loop, not here).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -153,6 +154,20 @@ def images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
+
+
 def open_source(spec: str | int) -> Source:
     """`spec`: image or video path, folder, camera index ("0"), or "picamera2[:N]"."""
     text = str(spec)
@@ -160,7 +175,8 @@ def open_source(spec: str | int) -> Source:
         num = text.partition(":")[2]
         return PiCameraSource(int(num) if num.isdigit() else 0)
     if text.isdigit():
-        cap = cv2.VideoCapture(int(text))
+        with _quiet_opencv():  # a missing camera makes OpenCV print several backends' complaints
+            cap = cv2.VideoCapture(int(text))
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"camera {text} does not open (is it connected, and not in use?)")

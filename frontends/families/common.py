@@ -12,7 +12,7 @@ from graphopt.errors import GraphoptError
 
 def model_from_checkpoint(path: Any, ckpt: dict[str, Any]) -> nn.Module:
     """The EMA weights when present (what YOLO trainers evaluate), as fp32, in eval mode."""
-    model = ckpt.get("ema") or ckpt.get("model")
+    model = next((m for m in (ckpt.get("ema"), ckpt.get("model")) if isinstance(m, nn.Module)), None)
     if not isinstance(model, nn.Module):
         raise GraphoptError(
             f"{path}: no model object under 'ema' or 'model' (keys: {', '.join(map(str, ckpt))})"

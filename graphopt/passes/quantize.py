@@ -63,6 +63,12 @@ def quantize(graph: gs.Graph, ctx: PassContext) -> PassResult:
     target = opts["target"] or ctx.target or "arm"
     if target not in q.TARGET_TYPES:
         raise GraphoptError(f"quantize.target must be arm or x86, got '{target}'")
+    if not 0 < opts["percentile"] <= 100:
+        raise GraphoptError(f"quantize.percentile must be in (0, 100], got {opts['percentile']}")
+    if opts["samples"] < 1 or opts["sensitivity_samples"] < 1:
+        raise GraphoptError("quantize.samples and quantize.sensitivity_samples must be at least 1")
+    if opts["budget"] != opts["budget"]:  # NaN
+        raise GraphoptError("quantize.budget must be a number (or negative for off)")
     if opts["calibration"] not in q.CALIBRATION_METHODS:
         raise GraphoptError(f"quantize.calibration must be one of {', '.join(q.CALIBRATION_METHODS)}")
     float_nodes, reasons = _float_nodes(graph, opts)
