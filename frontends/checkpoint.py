@@ -30,11 +30,13 @@ import hashlib
 import pickle
 import pickletools
 import sys
+import types
 import zipfile
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
+from frontends.inert import INERT_INSTANCES
 from graphopt.errors import GraphoptError
 from runtime.files import FileProblem, input_file
 
@@ -138,11 +140,14 @@ def sha256(path: Path) -> str:
 
 
 def safe_load(path: Path, allow: list[tuple[type, str]]) -> dict[str, Any]:
-    """torch.load(weights_only=True) accepting the (class, pickled name) pairs in `allow`, each only as
-    plain module state (see `restore_only`); objects get their real classes back afterwards."""
+    """torch.load(weights_only=True) accepting the module classes in `allow` ((class, pickled name)
+    pairs), each only as plain module state (see `restore_only`), and the inert data types of
+    `frontends.inert`; objects get their real classes back afterwards."""
     import torch
 
-    guards = [(restore_only(cls), name) for cls, name in allow]
+    from frontends.inert import allowed
+
+    guards = [(restore_only(cls), name) for cls, name in allow] + allowed()
     try:
         with torch.serialization.safe_globals(guards):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -227,6 +232,12 @@ def _check_value(value: Any, where: str, depth: int) -> None:
         return
     if isinstance(value, (torch.Tensor, torch.dtype, torch.device, torch.Size)) or _guarded(value):
         return
+    if isinstance(value, INERT_INSTANCES):
+        if getattr(value, "dtype", None) is not None and value.dtype.hasobject:
+            raise pickle.UnpicklingError(f"{where}: a numpy value of Python objects is not plain module state")
+        if hasattr(value, "__dict__") and not isinstance(value, PurePath):
+            _check_value(vars(value), where, depth + 1)
+        return
     if isinstance(value, dict):
         for k, v in value.items():
             _check_value(k, where, depth + 1)
@@ -261,21 +272,48 @@ def _unguard(root: Any) -> None:
             stack.extend(obj)
 
 
-def full_load(path: Path, repo: Path | None = None) -> dict[str, Any]:
-    """Full unpickling (runs code from the file): only ever called when the user passed --trust."""
+def full_load(path: Path, repo: Path | None = None, standins: dict[str, type] | None = None) -> dict[str, Any]:
+    """Full unpickling (runs code from the file): only ever called when the user passed --trust.
+
+    `standins` maps pickled class names (yolov5's `models.common.C3`, …) to our classes, so a
+    trusted yolov5 checkpoint loads without its training repo."""
     import torch
 
     try:
         with _on_sys_path(repo):
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            ckpt = torch.load(
+                path, map_location="cpu", weights_only=False, pickle_module=_mapped_pickle(standins or {})
+            )
     except ModuleNotFoundError as exc:
-        where = (
-            "the --repo checkout" if repo else "this environment (give its training repo with --repo PATH)"
-        )
-        raise GraphoptError(f"{path}: needs module '{exc.name}', not found in {where}") from exc
+        raise GraphoptError(_missing_module(path, exc.name or "?", repo)) from exc
     except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise GraphoptError(f"{path}: corrupt checkpoint ({_first_line(exc)})") from exc
     return _as_dict(path, ckpt)
+
+
+def _missing_module(path: Path, name: str, repo: Path | None) -> str:
+    top = name.split(".")[0]
+    if repo is not None and not ((repo / top).is_dir() or (repo / f"{top}.py").is_file()):
+        # the repo's code imports a package that is not installed (yolov9 imports pandas)
+        return (
+            f"{path}: the code in {repo} imports '{name}', which is not installed here; install the repo's "
+            f"requirements (pip install -r {repo / 'requirements.txt'}, leaving out torch/torchvision)"
+        )
+    where = "the --repo checkout" if repo else "this environment (give its training repo with --repo PATH)"
+    return f"{path}: needs module '{name}', not found in {where}"
+
+
+def _mapped_pickle(standins: dict[str, type]) -> types.ModuleType:
+    """A `pickle` module for torch.load whose Unpickler resolves `standins` names to our classes."""
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            return standins.get(f"{module}.{name}") or super().find_class(module, name)
+
+    mapped = types.ModuleType("graphopt_mapped_pickle")
+    mapped.__dict__.update({k: getattr(pickle, k) for k in dir(pickle) if not k.startswith("__")})
+    mapped.Unpickler = Unpickler  # type: ignore[attr-defined]
+    return mapped
 
 
 @contextmanager

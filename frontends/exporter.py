@@ -10,6 +10,7 @@ Folding and simplification are graphopt's passes, checked numerically there.
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 import time
 import warnings
@@ -112,7 +113,8 @@ def export_loaded(
     hw = _hw(imgsz, loaded.strides)
     module = loaded.module.eval()
     x, described = input_tensor(hw, image)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")  # a training repo's deprecation noise; stdout may carry --json
         reference = module(x)
     reference = [reference] if torch.is_tensor(reference) else list(reference)
     if len(reference) != len(loaded.output_names):
@@ -121,7 +123,7 @@ def export_loaded(
         )
     with tempfile.TemporaryDirectory(prefix="graphopt-export-") as tmp:
         raw_path = Path(tmp) / "model.onnx"
-        with warnings.catch_warnings(), _export_errors():
+        with warnings.catch_warnings(), _export_errors(), contextlib.redirect_stdout(sys.stderr):
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer warnings
             torch.onnx.export(
                 module,

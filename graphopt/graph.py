@@ -43,6 +43,20 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     return None
 
 
+def ancestor_nodes(tensor: gs.Tensor) -> list[gs.Node]:
+    """Every node `tensor` depends on."""
+    seen: dict[int, gs.Node] = {}
+    stack = list(tensor.inputs)
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen[id(node)] = node
+        for t in node.inputs:
+            stack.extend(t.inputs)
+    return list(seen.values())
+
+
 def nodes_of(graph: gs.Graph, op: str) -> list[gs.Node]:
     return [n for n in graph.nodes if n.op == op]
 

@@ -109,7 +109,7 @@ def print_pipeline(report: dict[str, Any], diff: dict[str, Any], a: str, b: str)
         if p.get("removed_outputs"):
             out.print(
                 f"  [yellow]{p['pass']}: removed graph output(s) {', '.join(p['removed_outputs'])}[/] "
-                "(the remaining outputs were checked)"
+                "(announced by the pass)"
             )
     if report.get("verification_inputs"):
         out.print(f"verified on {report['verification_inputs']}")

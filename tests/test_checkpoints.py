@@ -16,7 +16,7 @@ from graphopt.errors import GraphoptError
 from graphopt.model import read_metadata
 from graphopt.verify import session
 from tests.conftest import run_cli, sha256
-from tests.fake_repo import save_as_repo_checkpoint
+from tests.fake_repo import repo_importable, save_as_repo_checkpoint
 
 IMGSZ = 128
 
@@ -132,3 +132,72 @@ def test_cli_export_errors(tmp_path: Path) -> None:
     assert "bad --imgsz" in _one_line_error(run_cli("export", custom, "-o", out, "--imgsz", "big"))
     assert not out.exists()
     assert {p: sha256(p) for p in before} == before
+
+
+class Fraction:
+    """Not an inert type graphopt allow-lists: loading it needs full unpickling."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+
+def test_yolov5_with_a_foreign_object_needs_trust_but_not_the_repo(tmp_path: Path) -> None:
+    zoo = yolov5_tiny()
+    ckpt = save_as_repo_checkpoint(zoo, tmp_path / "repo", tmp_path / "v5.pt")
+    import zipfile
+
+    extra = tmp_path / "v5-opt.pt"
+    with repo_importable(tmp_path / "repo"):
+        model = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
+        torch.save({"model": model, "opt": Fraction(0.5)}, extra)
+    assert zipfile.is_zipfile(extra)
+    with pytest.raises(GraphoptError, match=r"refusing to unpickle.*Fraction.*--trust"):
+        load_checkpoint(extra)
+    for name in [n for n in sys.modules if n == "models" or n.startswith("models.")]:
+        del sys.modules[name]
+    loaded = load_checkpoint(extra, trust=True)  # no --repo: yolov5's classes map onto the zoo
+    assert loaded.family == "yolov5"
+    assert "models" not in sys.modules
+
+
+def test_inert_training_options_load_without_trust(tmp_path: Path, record_torch_load: list[bool]) -> None:
+    """What yolov5's train.py pickles besides the model: paths, numpy arrays and scalars, a Namespace."""
+    import argparse
+    import pathlib
+
+    ckpt = save_as_repo_checkpoint(yolov5_tiny(), tmp_path / "repo", tmp_path / "v5.pt")
+    extra = tmp_path / "v5-train.pt"
+    with repo_importable(tmp_path / "repo"):
+        model = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
+        torch.save(
+            {
+                "model": model,
+                "opt": {"save_dir": pathlib.PosixPath("runs/train/exp"), "weights": pathlib.PurePosixPath("a.pt")},
+                "results": np.arange(6, dtype=np.float32).reshape(2, 3),
+                "best_fitness": np.float64(0.42),
+                "args": argparse.Namespace(imgsz=640, hyp={"lr0": 0.01}),
+            },
+            extra,
+        )
+    record_torch_load.clear()
+    loaded = load_checkpoint(extra)
+    assert loaded.family == "yolov5" and all(record_torch_load)
+
+
+def test_object_arrays_are_not_inert(tmp_path: Path) -> None:
+    ckpt = save_as_repo_checkpoint(yolov5_tiny(), tmp_path / "repo", tmp_path / "v5.pt")
+    extra = tmp_path / "v5-obj.pt"
+    with repo_importable(tmp_path / "repo"):
+        model = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
+        torch.save({"model": model, "x": np.array([Custom], dtype=object)}, extra)
+    with pytest.raises(GraphoptError):
+        load_checkpoint(extra)
+
+
+def test_repo_importing_a_missing_package_says_to_install_it(tmp_path: Path) -> None:
+    dual = yolov9_dual_tiny()
+    ckpt = save_as_repo_checkpoint(dual, tmp_path / "repo", tmp_path / "v9.pt", top="DetectionModel")
+    yolo = tmp_path / "repo" / "models" / "yolo.py"
+    yolo.write_text("import notinstalledpkg_graphopt_test\n" + yolo.read_text())
+    with pytest.raises(GraphoptError, match="imports 'notinstalledpkg_graphopt_test', which is not installed.*requirements"):
+        load_checkpoint(ckpt, repo=tmp_path / "repo", trust=True)

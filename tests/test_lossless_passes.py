@@ -236,6 +236,27 @@ def test_drop_aux_noop_cases() -> None:
     assert not single.changed and "single-output" in single.notes[0]
     b = GraphBuilder(15)
     f = b.conv_bn_silu("x", C, C, 3)
-    two_heads = _model(b, _head(b, f), _head(b, f))  # two heads off shared features: no aux branch
-    report = Pipeline.from_passes(["drop-aux"]).run(two_heads).reports[0]
-    assert not report.changed and "no auxiliary branch" in report.notes[0]
+    a, c = _head(b, f), _head(b, f)
+    two_heads = _model(b, a, c)  # two alike heads off shared features: nothing tells the main one
+    with pytest.raises(GraphoptError, match=f"cannot tell which of the detection outputs {a}, {c}.*keep=NAME"):
+        Pipeline.from_passes(["drop-aux"]).run(two_heads)
+    kept = Pipeline.from_passes(["drop-aux"], {"drop-aux": {"keep": c}}).run(two_heads).model
+    assert [o.name for o in kept.graph.output] == [c]
+
+
+def test_drop_aux_second_neck_layout() -> None:
+    """yolov9-t/s/m: the auxiliary branch is a top-down-only neck off the shared backbone, the main one a
+    PAN that downsamples again."""
+    b = GraphBuilder(18)
+    p3 = b.conv_bn_silu("x", C, C, 3)  # shared backbone
+    p4 = b.conv_bn_silu(p3, C, C, 3, stride=2)
+    up = b.node("Resize", [p4, "", b.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+    aux = _head(b, b.conv_bn_silu(b.node("Add", [up, p3]), C, C, 3))  # FPN only
+    up2 = b.node("Resize", [p4, "", b.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+    td = b.conv_bn_silu(b.node("Add", [up2, p3]), C, C, 3)
+    bu = b.conv_bn_silu(td, C, C, 3, stride=2)  # PAN bottom-up
+    main = _head(b, b.node("Resize", [bu, "", b.const(np.array([1, 1, 2, 2], np.float32))], mode="nearest"))
+    model, reports = _apply(_model(b, aux, main), "drop-aux")
+    assert [o.name for o in model.graph.output] == [main]
+    notes = " ".join(reports[0].notes)
+    assert "top-down-only neck" in notes and "PAN neck" in notes

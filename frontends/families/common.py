@@ -70,20 +70,29 @@ def strides_list(stride: Any) -> list[int]:
 
 
 def first_outputs(y: Any) -> Any:
-    """Inference outputs of a YOLO forward in eval mode, without the training-form extras.
+    """Decoded inference outputs of a YOLO forward in eval mode, without the training-form extras.
 
     Heads return `pred`, `(pred, raw_maps)`, `(pred,)`, or for dual heads `[aux, main]`
-    (in export mode) / `([aux, main], raw)`.
+    (in export mode) / `([aux, main], raw)`. A decoded output is 3-D ([1, N, 5+nc] or [1, 4+nc, N]);
+    raw per-scale maps (4-D/5-D) are never taken for it: a head that returns only those is refused
+    rather than exported as if its first map were the prediction.
     """
     if torch.is_tensor(y):
+        if y.dim() != 3:
+            raise GraphoptError(f"the model returns a {y.dim()}-D tensor, not a decoded detection output")
         return y
     if isinstance(y, (list, tuple)) and y:
-        if all(torch.is_tensor(t) for t in y) and len({t.dim() for t in y}) == 1 and y[0].dim() == 3:
+        if all(torch.is_tensor(t) and t.dim() == 3 for t in y):
             return tuple(y) if len(y) > 1 else y[0]
-        if torch.is_tensor(y[0]):
+        if torch.is_tensor(y[0]) and y[0].dim() == 3:
             return y[0]
-        if isinstance(y[0], (list, tuple)) and all(torch.is_tensor(t) for t in y[0]):
+        if isinstance(y[0], (list, tuple)) and y[0] and all(torch.is_tensor(t) and t.dim() == 3 for t in y[0]):
             return tuple(y[0]) if len(y[0]) > 1 else y[0][0]
+        if all(torch.is_tensor(t) and t.dim() in (4, 5) for t in y):
+            raise GraphoptError(
+                f"the model returns {len(y)} raw head maps ({', '.join(str(list(t.shape)) for t in y)}) "
+                "instead of decoded predictions (is the head in training or export mode?)"
+            )
     raise GraphoptError(f"cannot find the inference output in the model's output ({type(y).__name__})")
 
 

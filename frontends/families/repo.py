@@ -6,6 +6,8 @@ unpickling with the checkout on sys.path: that runs code from the file, hence --
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +34,22 @@ def read(path: Path, family: str, unsafe: list[str], repo: Path | None, trust: b
         )
     if not trust:
         raise refuse_untrusted(path, unsafe)
-    return full_load(path, repo)
+    with contextlib.redirect_stdout(sys.stderr):  # repo code prints; stdout may carry --json
+        return full_load(path, repo)
 
 
 def describe(path: Path, family: str, ckpt: dict[str, Any], repo: Path) -> LoadedModel:
     model = model_from_checkpoint(path, ckpt)
     head = head_layer(path, model)
     kind = type(head).__name__
-    set_export_mode(head)
+    if kind in _ANCHOR_HEADS:
+        # yolov7's IDetect treats `export` as "return the raw training maps" (its export.py sets it
+        # unless --grid): keep it off so the eval-mode forward returns the decoded [1, N, 5+nc].
+        for flag in ("export", "end2end", "include_nms", "concat"):
+            if hasattr(head, flag):
+                setattr(head, flag, False)
+    else:
+        set_export_mode(head)
     outputs = _MULTI_OUTPUT.get(kind, 1)
     output_names = [f"output{i}" for i in range(outputs)]
     return LoadedModel(

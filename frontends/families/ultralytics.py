@@ -21,6 +21,7 @@ from frontends.families.common import (
     set_export_mode,
     strides_list,
 )
+from frontends.inert import INERT_NAMES
 from graphopt.errors import GraphoptError
 
 
@@ -45,7 +46,7 @@ def read(path: Path, unsafe: list[str], trust: bool) -> dict[str, Any]:
         cls = library_module_class(name)
         if cls is not None:
             allow.append((cls, name))
-        else:
+        elif name not in INERT_NAMES:
             rest.append(name)
     if rest and not trust:
         raise refuse_untrusted(path, rest)

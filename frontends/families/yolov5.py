@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from frontends.checkpoint import library_module_class, safe_load
+from frontends.checkpoint import full_load, library_module_class, refuse_untrusted, safe_load
 from frontends.families import LoadedModel
 from frontends.families.common import (
     InferenceOutputs,
@@ -20,6 +20,7 @@ from frontends.families.common import (
     names_dict,
     strides_list,
 )
+from frontends.inert import INERT_NAMES
 from frontends.zoo import blocks
 from frontends.zoo.models import YOLO
 from graphopt.errors import GraphoptError
@@ -40,7 +41,9 @@ STANDINS: dict[str, type] = {
 
 
 def read(path: Path, unsafe: list[str], trust: bool) -> dict[str, Any]:
-    """The checkpoint dict, rebuilt onto our classes by the weights_only unpickler (trust not needed)."""
+    """The checkpoint dict, rebuilt onto our classes by the weights_only unpickler (trust not needed)
+    when it holds only classes we rebuild and inert data (frontends.inert); with --trust, anything
+    else is unpickled fully while yolov5's own classes still map onto ours (no repo needed)."""
     allow: list = []
     missing = []
     for name in unsafe:
@@ -48,14 +51,19 @@ def read(path: Path, unsafe: list[str], trust: bool) -> dict[str, Any]:
             allow.append((STANDINS[name], name))
         elif (cls := library_module_class(name)) is not None:
             allow.append((cls, name))
-        else:
+        elif name not in INERT_NAMES:
             missing.append(name)
-    if missing:
+    if not missing:
+        return safe_load(path, allow)
+    repo_classes = [m for m in missing if m.startswith("models.")]
+    if repo_classes:
         raise GraphoptError(
-            f"{path}: a YOLOv5 checkpoint with classes graphopt does not rebuild ({', '.join(missing[:5])}); "
+            f"{path}: a YOLOv5 checkpoint with classes graphopt does not rebuild ({', '.join(repo_classes[:5])}); "
             "load it with its own code: --repo PATH_TO_YOLOV5 --trust"
         )
-    return safe_load(path, allow)
+    if not trust:
+        raise refuse_untrusted(path, missing)
+    return full_load(path, standins=STANDINS)
 
 
 def describe(path: Path, ckpt: dict[str, Any]) -> LoadedModel:
