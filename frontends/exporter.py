@@ -89,14 +89,14 @@ def input_tensor(hw: tuple[int, int], image: str | Path | None, seed: int = 0) -
     if image is None:
         gen = torch.Generator().manual_seed(seed)
         return torch.rand(1, 3, *hw, generator=gen), "seeded random input"
-    from runtime.preprocess import letterbox, to_input_tensor
+    from runtime.preprocess import Preprocess
     from runtime.sources import read_image
 
     frame = read_image(image)
     if frame is None:
         raise GraphoptError(f"{image}: cannot read image")
-    boxed, _ = letterbox(frame, hw)
-    return torch.from_numpy(to_input_tensor(boxed)), f"image {Path(image).name}"
+    x, _ = Preprocess.from_meta(keys.DEFAULT_PREPROCESS)(frame, hw)  # what the export's metadata says
+    return torch.from_numpy(x), f"image {Path(image).name}"
 
 
 def export_loaded(
@@ -213,13 +213,15 @@ def _verify(
     rtol: float,
 ) -> tuple[dict[str, float], bool]:
     """onnxruntime (graph optimizations off: the graph as written) against torch on the same input."""
-    from graphopt.verify import session
+    from graphopt.compare import abs_diff, within
+    from graphopt.ort_session import session
 
     got = session(model).run(names, {"images": x.numpy()})
-    per_output, within = {}, True
+    per_output, ok = {}, True
     for name, g, r in zip(names, got, reference, strict=True):
-        ref = r.numpy().astype(np.float64)
-        diff = np.abs(g.astype(np.float64) - ref)
-        per_output[name] = float(diff.max())
-        within &= bool(np.all(diff <= atol + rtol * np.abs(ref)))  # False on NaN too
-    return per_output, within
+        ref = r.numpy()
+        if np.isnan(ref).any():
+            raise GraphoptError(f"the model's own output '{name}' contains NaN on this input; nothing to export")
+        per_output[name] = float(abs_diff(g, ref).max())
+        ok &= within(g, ref, atol, rtol)
+    return per_output, ok

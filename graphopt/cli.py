@@ -43,6 +43,16 @@ class FiniteFloat(click.ParamType):
         return number
 
 
+def backend_options(command: Any) -> Any:
+    """--backend and --threads, declared once for every command that runs a model."""
+    command = click.option(
+        "--threads", type=click.IntRange(min=1), default=None, help="Inference threads [min(4, cores)]."
+    )(command)
+    return click.option(
+        "--backend", type=click.Choice(["ort", "ncnn"]), default=None, help="[by model file: .onnx → ort]"
+    )(command)
+
+
 UNIT = FiniteFloat(0.0, 1.0)
 NON_NEGATIVE = FiniteFloat(0.0)
 POSITIVE_INT = click.IntRange(min=1)
@@ -198,10 +208,10 @@ def optimize(
     as_json: bool,
 ) -> None:
     """Run passes (or a recipe) over IN and write OUT; lossless passes are verified numerically."""
+    from graphopt.feeds import FeedSource
     from graphopt.model import check_opset, diff_summaries, load_model, same_file, save_model, summarize
     from graphopt.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, Pipeline, parse_overrides
     from graphopt.report import print_pipeline
-    from graphopt.verify import FeedSource
 
     if bool(passes) == bool(recipe):
         raise GraphoptError("give exactly one of --passes or --recipe")
@@ -306,10 +316,7 @@ def export(
 @click.option(
     "--imgsz", type=POSITIVE_INT, default=None, help="Input size for models with a dynamic input [640]."
 )
-@click.option(
-    "--backend", type=click.Choice(["ort", "ncnn"]), default=None, help="[by model file: .onnx → ort]"
-)
-@click.option("--threads", type=POSITIVE_INT, default=None, help="Inference threads [min(4, cores)].")
+@backend_options
 @click.option(
     "--json",
     "as_json",
@@ -332,10 +339,7 @@ def eval_command(
 
 @cli.command()
 @click.argument("model")
-@click.option(
-    "--backend", type=click.Choice(["ort", "ncnn"]), default=None, help="[by model file: .onnx → ort]"
-)
-@click.option("--threads", type=POSITIVE_INT, default=None, help="Inference threads [min(4, cores)].")
+@backend_options
 @click.option("--runs", type=POSITIVE_INT, default=50, show_default=True, help="Timed runs.")
 @click.option(
     "--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first."
@@ -357,8 +361,8 @@ def bench(
     as_json: bool,
 ) -> None:
     """Inference latency (avg/min/max/p50/p95 ms, FPS) with CPU temperature and throttle flags."""
-    from graphopt.benchmark import run_bench
     from graphopt.report import print_bench
+    from runtime.bench import run_bench
 
     result = run_bench(model, backend=backend, threads=threads, runs=runs, warmup=warmup, image=image)
     if as_json:
@@ -371,10 +375,7 @@ def bench(
 @click.argument("model")
 @click.argument("source")
 @click.option("--save", "save_dir", help="Write annotated images / video into this folder.")
-@click.option(
-    "--backend", type=click.Choice(["ort", "ncnn"]), default=None, help="[by model file: .onnx → ort]"
-)
-@click.option("--threads", type=POSITIVE_INT, default=None, help="Inference threads [min(4, cores)].")
+@backend_options
 @click.option("--conf", type=UNIT, default=0.25, show_default=True, help="Confidence threshold (0-1).")
 @click.option("--iou", type=UNIT, default=0.45, show_default=True, help="NMS IoU threshold (0-1).")
 @click.option(
@@ -396,8 +397,8 @@ def detect(
     as_json: bool,
 ) -> None:
     """Detect objects in an image, a folder, a video, a camera index or picamera2; print a summary."""
-    from graphopt.detect import run_detect
     from graphopt.report import print_detect
+    from runtime.detect import run_detect
 
     result = run_detect(
         model,
@@ -450,20 +451,29 @@ def convert(model: str, target: str, output: str, fp16: bool, data: str | None, 
     "--json", "as_json", is_flag=True, help="Print JSON: a list of name, lossless, description, options."
 )
 def list_passes(as_json: bool) -> None:
-    """Registered passes, whether each is lossless, and their options."""
+    """Registered passes, whether each is lossless, their options and what they need."""
+    from graphopt.options import describe
     from graphopt.registry import all_passes
     from graphopt.report import print_passes
 
-    specs = all_passes()
-    if as_json:
-        _echo_json(
-            [
-                {"name": s.name, "lossless": s.lossless, "description": s.description, "options": s.options}
-                for s in specs
-            ]
+    passes = []
+    for s in all_passes():
+        details = describe(s.options)
+        defaults = s.options()
+        passes.append(
+            {
+                "name": s.name,
+                "lossless": s.lossless,
+                "description": s.description,
+                "options": {k: d["default"] for k, d in details.items()},
+                "option_details": details,
+                "requires": list(s.requirements(defaults)),
+            }
         )
+    if as_json:
+        _echo_json(passes)
     else:
-        print_passes(specs)
+        print_passes(passes)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -527,17 +537,40 @@ def main(argv: list[str] | None = None) -> None:
             EXIT_INTERNAL,
             debug,
         )
+    except ModuleNotFoundError as exc:
+        hint = MISSING_EXTRA.get((exc.name or "").split(".")[0])
+        if hint is None:
+            _internal(exc, debug)
+        _fail(f"error: this command needs '{exc.name}', which is not installed: pip install '{hint}'", 2, debug)
     except Exception as exc:  # noqa: BLE001 - a bug: one line unless --debug
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        _fail(
-            f"error: internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
-            EXIT_INTERNAL,
-            debug,
-        )
+        _internal(exc, debug)
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# A compiler dependency missing from a runtime-only install (the Pi's): which extra brings it.
+MISSING_EXTRA = {
+    "onnx": "graphopt[compiler]",
+    "onnx_graphsurgeon": "graphopt[compiler]",
+    "onnxsim": "graphopt[compiler]",
+    "yaml": "graphopt[compiler]",
+    "onnxruntime": "graphopt[runtime]",
+    "pycocotools": "graphopt[eval]",
+    "pnnx": "graphopt[pnnx]",
+    "ncnn": "graphopt[ncnn]",
+    "torch": "graphopt[torch]",
+}
+
+
+def _internal(exc: BaseException, debug: bool) -> None:
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    _fail(
+        f"error: internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+        EXIT_INTERNAL,
+        debug,
+    )
 
 
 def threading_main() -> bool:

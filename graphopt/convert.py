@@ -32,10 +32,7 @@ NCNN_FP32_TOLERANCE = 1e-2
 def convert_to_ncnn(
     model_path: str | Path, out_dir: str | Path, fp16: bool = True, verify_image: str | Path | None = None
 ) -> dict[str, Any]:
-    try:
-        import pnnx
-    except ImportError as exc:
-        raise GraphoptError("graphopt convert --to ncnn needs pnnx: pip install 'graphopt[ncnn]'") from exc
+    pnnx_exe, pnnx_version = _pnnx()
     src = Path(model_path)
     model = load_model(src)
     sig = io_signature(model)
@@ -61,7 +58,7 @@ def convert_to_ncnn(
         "format": "ncnn",
         "source": src.name,
         "fp16": fp16,
-        "converter": f"pnnx {getattr(pnnx, '__version__', '')}".strip(),
+        "converter": f"pnnx {pnnx_version}".strip(),
         "inputs": [
             {"name": f"in{i}", "onnx_name": e["name"], "shape": e["shape"]}
             for i, e in enumerate(sig["inputs"])
@@ -77,7 +74,7 @@ def convert_to_ncnn(
     with tempfile.TemporaryDirectory(prefix="graphopt-pnnx-") as tmp:
         link = Path(tmp) / "model.onnx"
         os.symlink(src.resolve(), link)
-        cmd = [pnnx.EXEC_PATH, str(link), f"inputshape=[{','.join(map(str, shape))}]f32", f"fp16={int(fp16)}"]
+        cmd = [pnnx_exe, str(link), f"inputshape=[{','.join(map(str, shape))}]f32", f"fp16={int(fp16)}"]
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         staged = {"param": Path(tmp) / "model.ncnn.param", "bin": Path(tmp) / "model.ncnn.bin"}
         if proc.returncode != 0 or not all(p.exists() for p in staged.values()):
@@ -98,6 +95,26 @@ def convert_to_ncnn(
     }
 
 
+def _pnnx() -> tuple[str, str]:
+    """pnnx's converter binary and version, found without importing the package (which imports torch)."""
+    import importlib.metadata
+    import importlib.util
+
+    spec = importlib.util.find_spec("pnnx")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    exe = next((Path(f) / name for f in folders for name in ("pnnx", "pnnx.exe") if (Path(f) / name).is_file()), None)
+    if exe is None:
+        raise GraphoptError(
+            "graphopt convert --to ncnn needs pnnx's converter: pip install --no-deps pnnx "
+            "(or 'graphopt[pnnx]', which also pulls torch)"
+        )
+    try:
+        version = importlib.metadata.version("pnnx")
+    except importlib.metadata.PackageNotFoundError:
+        version = ""
+    return str(exe), version
+
+
 def _refuse_unsupported(model: Any, src: Path) -> None:
     ops = {n.op_type for n in model.graph.node}
     if "NonMaxSuppression" in ops:
@@ -114,19 +131,21 @@ def _refuse_unsupported(model: Any, src: Path) -> None:
 
 def _verify(model: Any, param: Path, fp16: bool, image: str | Path | None) -> dict[str, Any]:
     """NCNN against onnxruntime on the same input: max abs diff per output, relative to its scale."""
-    from graphopt.verify import session
+    from graphopt.ort_session import session
     from runtime.backends import NcnnBackend
 
     ort_sess = session(model)
     inp = ort_sess.get_inputs()[0]
     if image is not None:
-        from runtime.preprocess import letterbox, to_input_tensor
+        from runtime.metadata import parse_metadata
+        from runtime.preprocess import Preprocess
         from runtime.sources import read_image
 
         frame = read_image(image)
         if frame is None:
             raise GraphoptError(f"{image}: cannot read image")
-        x = to_input_tensor(letterbox(frame, tuple(inp.shape[2:]))[0])
+        preprocess = Preprocess.from_meta(parse_metadata(read_metadata(model)).preprocess)
+        x, _ = preprocess(frame, tuple(inp.shape[2:]))
         described = f"image {Path(image).name}"
     else:
         x = np.random.default_rng(0).random(inp.shape, dtype=np.float32)

@@ -91,24 +91,20 @@ def evaluate(
         raise GraphoptError("graphopt eval needs pycocotools: pip install 'graphopt[eval]'") from exc
     from tqdm import tqdm
 
-    from runtime.backends import RuntimeModelError
-    from runtime.detector import Detector
+    from runtime.backends import open_detector
     from runtime.sources import read_image
 
     ds = load_dataset(data)
-    try:
-        detector = Detector(
-            model,
-            backend=backend,
-            threads=threads,
-            conf=EVAL_CONF,
-            iou=EVAL_IOU,
-            max_det=EVAL_MAX_DET,
-            multi_label=True,
-            imgsz=imgsz,
-        )
-    except RuntimeModelError as exc:
-        raise GraphoptError(str(exc)) from exc
+    detector = open_detector(
+        model,
+        backend=backend,
+        threads=threads,
+        conf=EVAL_CONF,
+        iou=EVAL_IOU,
+        max_det=EVAL_MAX_DET,
+        multi_label=True,
+        imgsz=imgsz,
+    )
     problems = list(ds.problems)
     settings = {"conf": EVAL_CONF, "iou": EVAL_IOU, "max_det": EVAL_MAX_DET}
     if detector.head == "end2end":

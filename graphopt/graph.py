@@ -70,10 +70,16 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 class Names:
-    """Fresh tensor names for one pass (graphsurgeon needs unique names; collisions corrupt the export)."""
+    """Fresh names for one pass, tensors and nodes alike: the one naming helper (graphsurgeon needs unique
+    tensor names, and onnxruntime's quantizer addresses nodes by name; collisions corrupt a model)."""
 
-    def __init__(self, graph: gs.Graph) -> None:
-        self.used = set(graph.tensors().keys()) | {n.name for n in graph.nodes}
+    def __init__(self, graph: gs.Graph | onnx.ModelProto) -> None:
+        if isinstance(graph, onnx.ModelProto):
+            g = graph.graph
+            self.used = {n.name for n in g.node} | {t for n in g.node for t in (*n.input, *n.output)}
+            self.used |= {t.name for t in g.initializer} | {v.name for v in (*g.input, *g.output)}
+        else:
+            self.used = set(graph.tensors().keys()) | {n.name for n in graph.nodes}
 
     def __call__(self, base: str) -> str:
         name, i = base, 0
@@ -82,6 +88,14 @@ class Names:
             name = f"{base}_{i}"
         self.used.add(name)
         return name
+
+
+def name_unnamed_nodes(model: onnx.ModelProto) -> None:
+    """Give every unnamed node a fresh name `Op_i` (onnxruntime's quantizer addresses nodes by name)."""
+    names = Names(model)
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = names(f"{node.op_type}_{i}")
 
 
 def single_consumer(tensor: gs.Tensor, graph: gs.Graph) -> bool:

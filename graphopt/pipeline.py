@@ -16,23 +16,28 @@ from typing import Any
 import onnx
 import yaml
 
-from graphopt import __version__, verify
+from graphopt import __version__, ort_session
+from graphopt.compare import compare, cosine_of_outputs
 from graphopt.errors import GraphoptError, VerificationError
+from graphopt.feeds import FeedSource
 from graphopt.graph import infer_shapes, tidy, to_graph, to_model
-from graphopt.model import check_opset, op_histogram, param_count, read_metadata, write_metadata
+from graphopt.model import check_opset, io_signature, op_histogram, param_count, read_metadata, write_metadata
+from graphopt.options import Options
+from graphopt.options import build as build_options
 from graphopt.recipes import load_recipe
-from graphopt.registry import PassContext, PassSpec, get_pass
+from graphopt.registry import REQUIREMENTS, PassContext, PassSpec, get_pass
 from runtime import metadata as keys
 from runtime.metadata import parse_metadata
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
+TARGETS = ("arm", "x86")  # recipe targets; `any` leaves each pass its default
 
 
 @dataclass
 class Step:
     spec: PassSpec
-    options: dict[str, Any]
+    options: Options
 
 
 @dataclass
@@ -105,33 +110,11 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, A
     return out
 
 
-def _coerce(spec: PassSpec, key: str, value: Any) -> Any:
-    if key not in spec.options:
-        known = ", ".join(sorted(spec.options)) or "none"
-        raise GraphoptError(f"pass '{spec.name}' has no option '{key}' (options: {known})")
-    default = spec.options[key]
-    if default is None or value is None:
-        return value
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise GraphoptError(f"option {spec.name}.{key} expects true or false, got {value!r}")
-    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind is str:
-        return str(value)
-    if kind is list:
-        return value if isinstance(value, list) else [v for v in str(value).split(",") if v]
-    raise GraphoptError(f"option {spec.name}.{key} expects {kind.__name__}, got {value!r}")
-
-
 def build_steps(
     steps: list[tuple[str, dict[str, Any]]], overrides: dict[str, dict[str, Any]] | None = None
 ) -> list[Step]:
-    """Resolve pass names and merge defaults ← recipe options ← --set overrides, validating each."""
+    """Resolve pass names and build each step's typed options — defaults ← recipe ← --set — checking
+    every value (types, choices, ranges) before anything runs."""
     overrides = overrides or {}
     names = {name for name, _ in steps}
     for name in overrides:
@@ -141,10 +124,7 @@ def build_steps(
     built = []
     for name, options in steps:
         spec = get_pass(name)
-        merged = dict(spec.options)
-        for key, value in {**options, **overrides.get(name, {})}.items():
-            merged[key] = _coerce(spec, key, value)
-        built.append(Step(spec, merged))
+        built.append(Step(spec, build_options(spec.options, name, {**options, **overrides.get(name, {})})))
     return built
 
 
@@ -157,7 +137,7 @@ class Pipeline:
         steps: list[Step],
         *,
         verify_outputs: bool = True,
-        feeds: verify.FeedSource | None = None,
+        feeds: FeedSource | None = None,
         atol: float = DEFAULT_ATOL,
         rtol: float = DEFAULT_RTOL,
         target: str | None = None,
@@ -166,9 +146,12 @@ class Pipeline:
             raise GraphoptError("no passes to run")
         self.steps = steps
         self.verify_outputs = verify_outputs
-        self.feeds = feeds or verify.FeedSource()
+        self.feeds = feeds or FeedSource()
         self.atol, self.rtol = atol, rtol
-        self.target = target
+        if target not in (None, "any", *TARGETS):
+            raise GraphoptError(f"recipe target must be one of {', '.join(TARGETS)} or any, got {target!r}")
+        self.target = None if target == "any" else target
+        self._check_data_requirements()
 
     @classmethod
     def from_passes(
@@ -184,6 +167,14 @@ class Pipeline:
         kw.setdefault("target", loaded.target)
         return cls(build_steps(loaded.steps, overrides), **kw)
 
+    def _check_data_requirements(self) -> None:
+        """What passes need from the command line (calibration images, …), before any pass runs."""
+        for step in self.steps:
+            for need in step.spec.requirements(step.options):
+                kind, text = REQUIREMENTS[need]
+                if kind == "data" and need == "calibration_data" and not self.feeds.images:
+                    raise GraphoptError(f"pass '{step.spec.name}' needs {text}")
+
     def run(self, model: onnx.ModelProto) -> PipelineResult:
         check_opset(model)
         current = onnx.ModelProto()
@@ -191,7 +182,7 @@ class Pipeline:
         feeds = reference = None
         if self.verify_outputs:
             feeds = self.feeds.feeds_for(current)
-            reference = verify.run(current, feeds)
+            reference = ort_session.run(current, feeds)
         history = parse_metadata(read_metadata(current)).history
         reports = []
         for step in self.steps:
@@ -204,12 +195,13 @@ class Pipeline:
             reports.append(report)
             history.append(_history_entry(report))
         write_metadata(current, {keys.HISTORY: history, keys.VERSION: __version__})
-        return PipelineResult(current, reports, self.feeds.description if feeds else None)
+        return PipelineResult(current, reports, feeds.description if feeds is not None else None)
 
     def _apply(
         self, step: Step, model: onnx.ModelProto, feeds: list | None, reference: list | None
     ) -> tuple[PassReport, onnx.ModelProto, list | None]:
         spec = step.spec
+        _check_graph_requirements(spec, step.options, model)
         ops_before, params_before = op_histogram(model), param_count(model)
         graph = to_graph(model)
         ctx = PassContext(
@@ -234,18 +226,18 @@ class Pipeline:
             verification=None,
             notes=list(result.notes),
             details=dict(result.details),
-            options=dict(step.options),
+            options=step.options.as_dict(),
             removed_outputs=removed,
         )
         outputs = None
         if feeds is not None and reference is not None:
             if removed and spec.compare is None:  # announced: the other outputs are still checked
                 reference = _without(reference, removed)
-            outputs = verify.run(new, feeds)
+            outputs = ort_session.run(new, feeds)
             if spec.compare is not None:
                 cmp = spec.compare(reference, outputs, read_metadata(new), self.atol, self.rtol)
             else:
-                cmp = verify.compare(reference, outputs, self.atol, self.rtol)
+                cmp = compare(reference, outputs, self.atol, self.rtol)
             report.verification = cmp.as_dict() | {"atol": self.atol, "rtol": self.rtol}
             if spec.lossless and not cmp.ok:
                 raise VerificationError(
@@ -255,8 +247,20 @@ class Pipeline:
                     f"{cmp.reason}); nothing was written"
                 )
             if not spec.lossless:
-                report.verification["cosine"] = verify.cosine(reference, outputs)
+                report.verification["cosine"] = cosine_of_outputs(reference, outputs)
         return report, new, outputs
+
+
+def _check_graph_requirements(spec: PassSpec, options: Options, model: onnx.ModelProto) -> None:
+    """What a pass needs of its input graph (an earlier pass, e.g. simplify, may have established it)."""
+    for need in spec.requirements(options):
+        kind, text = REQUIREMENTS[need]
+        if kind != "graph":
+            continue
+        sig = io_signature(model)
+        entries = sig["inputs"] if need == "static_input_shape" else sig["outputs"]
+        if not all(e["shape"] and all(isinstance(d, int) and d > 0 for d in e["shape"]) for e in entries):
+            raise GraphoptError(f"pass '{spec.name}' needs {text}")
 
 
 def _without(reference: list[dict[str, Any]], removed: list[str]) -> list[dict[str, Any]]:

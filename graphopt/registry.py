@@ -1,24 +1,37 @@
-"""Pass registry: a pass is a plain function registered by name, lossless or lossy."""
+"""Pass registry: a pass is a plain function registered by name, lossless or lossy, with its typed
+options (graphopt.options) and what it needs (requirements, checked by the pipeline)."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx_graphsurgeon as gs
 
 from graphopt.errors import GraphoptError
+from graphopt.options import Options
+
+if TYPE_CHECKING:
+    from graphopt.feeds import FeedSource
+
+# What a pass can declare it needs. "data" requirements are checked before the first pass runs;
+# "graph" requirements on the pass's own input (an earlier pass may establish them).
+REQUIREMENTS: dict[str, tuple[str, str]] = {
+    "calibration_data": ("data", "calibration images (--data FOLDER, IMAGE or data.yaml)"),
+    "static_input_shape": ("graph", "a static input shape (export with a fixed --imgsz)"),
+    "static_output_shapes": ("graph", "static output shapes (run simplify before it)"),
+}
 
 
 @dataclass
 class PassContext:
     """What a pass may use besides the graph: its options and the pipeline's shared inputs."""
 
-    options: dict[str, Any]
-    feeds: Any = None  # graphopt.verify.FeedSource: real images or seeded random inputs
-    target: str | None = None
+    options: Any  # the pass's Options dataclass instance
+    feeds: FeedSource | None = None  # real images or seeded random inputs
+    target: str | None = None  # the recipe's target: arm | x86 (None: the pass's default)
     metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -37,8 +50,9 @@ class PassResult:
 
 
 PassFn = Callable[[gs.Graph, PassContext], PassResult]
-# (reference outputs, candidate outputs, candidate metadata, atol, rtol) -> graphopt.verify.Comparison
+# (reference outputs, candidate outputs, candidate metadata, atol, rtol) -> graphopt.compare.Comparison
 CompareFn = Callable[[list, list, dict, float, float], Any]
+Requires = tuple[str, ...] | Callable[[Any], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -47,9 +61,13 @@ class PassSpec:
     fn: PassFn
     lossless: bool
     description: str
-    options: dict[str, Any]  # option name -> default value (its type is the option's type)
+    options: type[Options]
+    requires: Requires = ()
     # For passes that change what the outputs are (e.g. NMS in the graph): how "unchanged" is judged.
     compare: CompareFn | None = None
+
+    def requirements(self, options: Options) -> tuple[str, ...]:
+        return tuple(self.requires(options) if callable(self.requires) else self.requires)
 
 
 _REGISTRY: dict[str, PassSpec] = {}
@@ -60,19 +78,29 @@ def register(
     *,
     lossless: bool,
     description: str | None = None,
-    options: dict[str, Any] | None = None,
+    options: type[Options] = Options,
+    requires: Requires = (),
     compare: CompareFn | None = None,
 ) -> Callable[[PassFn], PassFn]:
     """Register `fn` as pass `name`. The description defaults to the docstring's first line."""
+    if not (isinstance(options, type) and issubclass(options, Options)):
+        raise TypeError(f"pass '{name}': options must be a graphopt.options.Options dataclass")
+    if not callable(requires):
+        unknown = [r for r in requires if r not in REQUIREMENTS]
+        if unknown:
+            raise TypeError(f"pass '{name}': unknown requirement(s) {unknown} (known: {sorted(REQUIREMENTS)})")
 
     def decorator(fn: PassFn) -> PassFn:
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise GraphoptError(f"a pass named '{name}' is already registered ({_REGISTRY[name].fn.__module__})")
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = PassSpec(
             name=name,
             fn=fn,
             lossless=lossless,
             description=description or (doc[0] if doc else ""),
-            options=dict(options or {}),
+            options=options,
+            requires=requires,
             compare=compare,
         )
         return fn

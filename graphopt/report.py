@@ -146,13 +146,20 @@ def print_check(result: dict[str, Any]) -> None:
     out.print(table)
 
 
-def print_passes(specs: list[Any]) -> None:
+def print_passes(passes: list[dict[str, Any]]) -> None:
     table = Table()
     for col in ("pass", "kind", "description", "options"):
         table.add_column(col)
-    for s in specs:
-        opts = ", ".join(f"{k}={v}" for k, v in s.options.items()) or "-"
-        table.add_row(s.name, "lossless" if s.lossless else "lossy", s.description, opts)
+    for p in passes:
+        opts = (
+            "\n".join(
+                f"{k}={d['default']}" + (f" ({'|'.join(map(str, d['choices']))})" if d["choices"] else "")
+                for k, d in p["option_details"].items()
+            )
+            or "-"
+        )
+        requires = f"\nneeds: {', '.join(p['requires'])}" if p["requires"] else ""
+        table.add_row(p["name"], "lossless" if p["lossless"] else "lossy", p["description"] + requires, opts)
     console().print(table)
 
 

@@ -179,3 +179,14 @@ def open_backend(model: str | Path, backend: str | None = None, threads: int | N
             )
         return NcnnBackend(p, threads)
     raise RuntimeModelError(f"unknown backend '{kind}' (ort or ncnn)")
+
+
+def open_detector(model: str | Path, **kwargs: Any) -> Any:
+    """A runtime.detector.Detector; every way it can fail is a RuntimeModelError (one line)."""
+    from runtime.detector import Detector
+    from runtime.metadata import MetadataError
+
+    try:
+        return Detector(model, **kwargs)
+    except MetadataError as exc:
+        raise RuntimeModelError(f"{model}: {exc}") from None

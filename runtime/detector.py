@@ -13,7 +13,7 @@ from runtime.backends import RuntimeModelError, open_backend
 from runtime.decode import decode, infer_head_format
 from runtime.metadata import parse_metadata
 from runtime.nms import nms
-from runtime.preprocess import as_bgr, letterbox, to_input_tensor
+from runtime.preprocess import Letterbox, Preprocess
 
 
 @dataclass
@@ -62,6 +62,7 @@ class Detector:
         )
         self.head = self.meta.head or self._probe_head()
         self.names = self.meta.names
+        self._preprocess = Preprocess.from_meta(self.meta.preprocess)
 
     def _input_hw(self, imgsz: int | tuple[int, int] | None) -> tuple[int, int]:
         shape = self.backend.input_shape
@@ -86,12 +87,8 @@ class Detector:
     def class_name(self, class_id: int) -> str:
         return self.names.get(int(class_id), str(int(class_id)))
 
-    def preprocess(self, frame_bgr: np.ndarray):  # noqa: ANN201 - (tensor, Letterbox)
-        pre = self.meta.preprocess
-        boxed, lb = letterbox(as_bgr(frame_bgr), self.input_hw, pad_value=int(pre.get("letterbox_pad", 114)))
-        return to_input_tensor(
-            boxed, rgb=bool(pre.get("rgb", True)), scale=float(pre.get("scale", 1 / 255))
-        ), lb
+    def preprocess(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        return self._preprocess(frame_bgr, self.input_hw)
 
     def __call__(self, frame_bgr: np.ndarray) -> Detections:
         t0 = time.perf_counter()

@@ -65,6 +65,28 @@ def letterbox(
     return image, Letterbox(scale=scale, pad_x=left, pad_y=top, orig_h=h, orig_w=w)
 
 
+@dataclass(frozen=True)
+class Preprocess:
+    """A model's preprocessing (its `graphopt.preprocess` metadata): letterbox with `pad_value`, BGR→RGB,
+    scale to [0, 1]. The one implementation behind the runtime, verification, calibration and export."""
+
+    pad_value: int = 114
+    rgb: bool = True
+    scale: float = 1.0 / 255.0
+
+    @classmethod
+    def from_meta(cls, preprocess: dict | None) -> Preprocess:
+        p = preprocess or {}
+        return cls(
+            pad_value=int(p.get("letterbox_pad", 114)), rgb=bool(p.get("rgb", True)), scale=float(p.get("scale", 1 / 255))
+        )
+
+    def __call__(self, frame_bgr: object, hw: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+        """(NCHW float32 input of size `hw`, how it maps back to the frame)."""
+        boxed, lb = letterbox(as_bgr(frame_bgr), hw, pad_value=self.pad_value)
+        return to_input_tensor(boxed, rgb=self.rgb, scale=self.scale), lb
+
+
 def to_input_tensor(image_bgr: np.ndarray, rgb: bool = True, scale: float = 1.0 / 255.0) -> np.ndarray:
     """HWC uint8 BGR → NCHW float32 in [0, 1] (RGB by default), batch 1."""
     if rgb:

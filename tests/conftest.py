@@ -1,22 +1,26 @@
+"""Fixtures. Shared helpers and constants live in tests/helpers.py.
+
+Markers: `real` (needs ../shared: checkpoints, COCO128, upstream repos), `torch` (needs PyTorch),
+`slow` (minutes). Modules named test_real_* are real; tests using torch are marked by
+`pytest.importorskip("torch")` in their module, so `pytest -m "not real"` runs without torch.
+"""
+
 from __future__ import annotations
 
-import hashlib
-import io
-import sys
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 import pytest
 
+from tests.helpers import COCO128, FIXTURES, VERIFY_IMAGE, YOLOV5N, YOLOV9T, need_shared
 from tools.make_demo_model import build_demo_model
+from tools.make_test_fixtures import fixture_name
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-COCO128 = SHARED / "data" / "coco128"
-YOLOV5N = SHARED / "models" / "yolov5n-coco.pt"
-YOLOV9T = SHARED / "models" / "yolov9t-ball.pt"
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.split(".")[-1].startswith("test_real_"):
+            item.add_marker(pytest.mark.real)
 
 
 @pytest.fixture(autouse=True)
@@ -25,13 +29,6 @@ def _fresh_input_registry() -> None:
     from runtime.files import forget_inputs
 
     forget_inputs()
-
-
-def need_shared(path: Path) -> Path:
-    """Skip (with the reason) when the shared material is absent, as in a user's fresh clone."""
-    if not path.exists():
-        pytest.skip(f"{path} is absent (real data lives in ../shared, present in CI)")
-    return path
 
 
 @pytest.fixture
@@ -46,39 +43,10 @@ def demo_model(tmp_path: Path) -> Path:
     return path
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(*args: str) -> CliResult:
-    """Run `graphopt ARGS` in-process through the real entry point (exit codes and error lines included)."""
-    from graphopt.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    sys.stdout.flush()
-    return CliResult(code, out.getvalue(), err.getvalue())
-
-
-VERIFY_IMAGE = COCO128 / "images" / "train2017" / "000000000368.jpg"
-
-
 @pytest.fixture
 def record_torch_load(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Every torch.load call's weights_only value."""
-    import torch
+    torch = pytest.importorskip("torch")
 
     calls: list[bool] = []
     original = torch.load
@@ -93,6 +61,7 @@ def record_torch_load(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 def _export_real(checkpoint: Path, factory: pytest.TempPathFactory) -> Path:
     """The frontend's export of a real checkpoint, verified on a real image."""
+    pytest.importorskip("torch")
     from frontends import export
 
     need_shared(checkpoint)
@@ -121,22 +90,11 @@ def yolov5n_lossless(yolov5n_onnx: Path, tmp_path_factory: pytest.TempPathFactor
     return out
 
 
-ZOO_IMGSZ = 128
-
-
 @pytest.fixture(scope="session")
-def zoo_onnx(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - returns a callable
-    """zoo_onnx(name) → path of the zoo fixture `name` exported at 128 px (cached for the session)."""
-    from frontends import export
-    from frontends.zoo import BUILDERS
-
-    folder = tmp_path_factory.mktemp("zoo")
-    cache: dict[str, Path] = {}
+def zoo_onnx():  # noqa: ANN201 - returns a callable
+    """zoo_onnx(name) → the checked-in ONNX of zoo fixture `name` at 128 px (no torch needed)."""
 
     def get(name: str) -> Path:
-        if name not in cache:
-            cache[name] = folder / f"{name}.onnx"
-            export(BUILDERS[name](), cache[name], imgsz=ZOO_IMGSZ)
-        return cache[name]
+        return FIXTURES / fixture_name(name)
 
     return get

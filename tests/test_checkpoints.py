@@ -8,15 +8,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
-from frontends import export, load_checkpoint
-from frontends.zoo import yolov5_tiny, yolov9_dual_tiny
-from graphopt.errors import GraphoptError
-from graphopt.model import read_metadata
-from graphopt.verify import session
-from tests.conftest import run_cli, sha256
-from tests.fake_repo import repo_importable, save_as_repo_checkpoint
+pytest.importorskip("torch", reason="needs PyTorch (the exporter)")
+
+import torch  # noqa: E402
+
+from frontends import export, load_checkpoint  # noqa: E402
+from frontends.zoo import yolov5_tiny, yolov9_dual_tiny  # noqa: E402
+from graphopt.errors import GraphoptError  # noqa: E402
+from graphopt.model import read_metadata  # noqa: E402
+from graphopt.ort_session import session  # noqa: E402
+from tests.fake_repo import repo_importable, save_as_repo_checkpoint  # noqa: E402
+from tests.helpers import run_cli, sha256  # noqa: E402
 
 IMGSZ = 128
 

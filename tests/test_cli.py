@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from tests.conftest import REPO, run_cli, sha256
+from tests.helpers import REPO, run_cli, sha256
 
 
 def test_inspect_json_matches_independent_count(demo_model: Path) -> None:
@@ -212,5 +212,6 @@ def test_debug_shows_traceback(tmp_path: Path) -> None:
 
 
 def test_console_script_installed() -> None:
-    result = subprocess.run(["graphopt", "--version"], capture_output=True, text=True)
+    script = Path(sys.executable).parent / "graphopt"  # the venv's console script, activated or not
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "graphopt" in result.stdout

@@ -12,8 +12,7 @@ import yaml
 
 import runtime.detector as detector_module
 from runtime.detector import Detections
-from tests.conftest import run_cli
-from tests.test_runtime_loop import write_images
+from tests.helpers import need_pnnx, run_cli, write_images
 from tools.filter_classes import filter_dataset
 
 NAMES = {0: "cat", 1: "dog", 2: "bird"}
@@ -122,7 +121,7 @@ def test_detect_cli(zoo_onnx, tmp_path: Path) -> None:  # noqa: ANN001
 
 
 def test_detect_video_is_saved(zoo_onnx, tmp_path: Path) -> None:  # noqa: ANN001
-    from tests.test_runtime_loop import write_video
+    from tests.helpers import write_video
 
     video = write_video(tmp_path / "clip.avi", 6, corrupt_frame=2)
     r = run_cli("detect", zoo_onnx("yolov5"), video, "--save", tmp_path / "out", "--json")
@@ -143,7 +142,7 @@ def test_detect_nothing_processable(zoo_onnx, tmp_path: Path) -> None:  # noqa: 
 
 
 def test_convert_to_ncnn_matches_ort(zoo_onnx, tmp_path: Path) -> None:  # noqa: ANN001
-    pytest.importorskip("pnnx")
+    need_pnnx()
     pytest.importorskip("ncnn")
     r = run_cli("convert", zoo_onnx("yolov5"), "--to", "ncnn", "-o", tmp_path / "ncnn", "--fp32", "--json")
     assert r.code == 0, r.err

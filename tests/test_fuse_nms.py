@@ -10,12 +10,11 @@ import onnx
 import pytest
 
 from graphopt.errors import GraphoptError
+from graphopt.feeds import FeedSource
 from graphopt.model import io_signature, load_model, read_metadata, save_model
 from graphopt.pipeline import Pipeline
-from graphopt.verify import FeedSource
 from runtime.detector import Detector
-from tests.conftest import run_cli
-from tests.test_runtime_loop import write_images
+from tests.helpers import run_cli, write_images
 
 
 def _fused(path: Path, out: Path, data: Path | None = None, **options: object) -> Path:
@@ -72,7 +71,7 @@ def test_detections_equal_host_nms(zoo_onnx, tmp_path: Path, fixture: str) -> No
 
 def test_max_det_caps_and_pads(zoo_onnx, tmp_path: Path) -> None:  # noqa: ANN001
     out = _fused(zoo_onnx("yolov8"), tmp_path / "e2e.onnx", conf=0.0, max_det=3)
-    from graphopt.verify import run
+    from graphopt.ort_session import run
 
     model = load_model(out)
     res = run(model, FeedSource(samples=1).feeds_for(model))[0]

@@ -21,7 +21,7 @@ import onnx
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli, sha256
+from tests.helpers import REPO, need_pnnx, run_cli, sha256
 from tools.make_demo_model import build_demo_model
 
 NAMES = {0: "a", 1: "b", 2: "c"}
@@ -301,7 +301,7 @@ def test_malformed_golden(demo: Path, tmp_path: Path, golden: object) -> None:
 def test_convert_failing_verification_leaves_nothing(
     demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("pnnx")
+    need_pnnx()
     import graphopt.convert as convert
 
     monkeypatch.setattr(convert, "NCNN_FP32_TOLERANCE", -1.0)  # every conversion now fails its check
@@ -412,7 +412,7 @@ def test_detector_on_an_unreadable_image_says_so(demo: Path) -> None:
 def test_calibration_refuses_what_memory_cannot_hold(
     demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import graphopt.quantization as q
+    import graphopt.quantize_ort as q
 
     monkeypatch.setattr(q, "available_memory", lambda: 1 << 10)
     images = _images(tmp_path / "imgs", 8, size=(64, 64))

@@ -15,12 +15,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
-from frontends.families import yolov5 as yolov5_family
-from frontends.zoo import yolov5_tiny
-from tests.conftest import REPO, run_cli, sha256
-from tests.fake_repo import save_as_repo_checkpoint
+pytest.importorskip("torch", reason="needs PyTorch (the exporter)")
+
+import torch  # noqa: E402
+
+from frontends.families import yolov5 as yolov5_family  # noqa: E402
+from frontends.zoo import yolov5_tiny  # noqa: E402
+from tests.fake_repo import save_as_repo_checkpoint  # noqa: E402
+from tests.helpers import REPO, run_cli, sha256  # noqa: E402
 
 
 class Touch:

@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from frontends.zoo import yolov9_dual_tiny
-from tests.conftest import REPO, YOLOV9T, need_shared
-from tests.fake_repo import save_as_repo_checkpoint
-from tools.inspect_pt import inspect_checkpoint
+import pytest
+
+pytest.importorskip("torch", reason="needs PyTorch (checkpoints)")
+
+from frontends.zoo import yolov9_dual_tiny  # noqa: E402
+from tests.fake_repo import save_as_repo_checkpoint  # noqa: E402
+from tests.helpers import REPO, YOLOV9T, need_shared  # noqa: E402
+from tools.inspect_pt import inspect_checkpoint  # noqa: E402
 
 
 def test_untrusted_repo_checkpoint_is_described_without_unpickling(tmp_path: Path) -> None:
@@ -27,7 +31,9 @@ def test_untrusted_repo_checkpoint_is_described_without_unpickling(tmp_path: Pat
     assert trusted["date"] == "2026-01-01" and trusted["dtype"] == "float16"
 
 
+@pytest.mark.real
 def test_real_ultralytics_checkpoint_cli() -> None:
+    pytest.importorskip("ultralytics")
     need_shared(YOLOV9T)
     result = subprocess.run(
         [sys.executable, "tools/inspect_pt.py", str(YOLOV9T), "--json"],

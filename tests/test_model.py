@@ -21,7 +21,7 @@ from graphopt.model import (
     summarize,
     write_metadata,
 )
-from tests.conftest import sha256
+from tests.helpers import sha256
 
 
 def test_op_histogram_equals_independent_count(demo_model: Path) -> None:

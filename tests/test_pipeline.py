@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,11 @@ import pytest
 
 from graphopt.errors import GraphoptError, VerificationError
 from graphopt.model import load_model, read_metadata
+from graphopt.options import Options, option
 from graphopt.pipeline import Pipeline, build_steps, parse_overrides
 from graphopt.recipes import load_recipe
 from graphopt.registry import PassContext, PassResult, register, unregister
-from tests.conftest import run_cli, sha256
+from tests.helpers import run_cli, sha256, write_images
 
 
 @pytest.fixture
@@ -34,12 +36,17 @@ def wrong_lossless_pass() -> Iterator[str]:
     unregister("test-wrong-lossless")
 
 
+@dataclass(frozen=True)
+class ScaleOptions(Options):
+    factor: float = option(1.01, "weight scale")
+
+
 @pytest.fixture
 def lossy_pass() -> Iterator[str]:
-    @register("test-lossy", lossless=False, options={"factor": 1.01})
+    @register("test-lossy", lossless=False, options=ScaleOptions)
     def _lossy(graph: gs.Graph, ctx: PassContext) -> PassResult:
         conv = next(n for n in graph.nodes if n.op == "Conv")
-        conv.inputs[1].values = (np.asarray(conv.inputs[1].values) * ctx.options["factor"]).astype(np.float32)
+        conv.inputs[1].values = (np.asarray(conv.inputs[1].values) * ctx.options.factor).astype(np.float32)
         return PassResult(changed=True, notes=["scaled"])
 
     yield "test-lossy"
@@ -125,7 +132,60 @@ def test_option_validation() -> None:
     with pytest.raises(GraphoptError, match="unknown pass 'simplfy'"):
         build_steps([("simplify", {})], {"simplfy": {"fuse_bn": True}})
     steps = build_steps([("simplify", {"fuse_bn": True})])
-    assert steps[0].options == {"fuse_bn": True, "use_onnxsim": True}
+    assert steps[0].options.as_dict() == {"fuse_bn": True, "use_onnxsim": True}
+    for key, value, message in [
+        ("target", "any", "must be one of arm, x86"),
+        ("calibration", "magic", "must be one of minmax, percentile, entropy"),
+        ("percentile", 500, "percentile must be in"),
+        ("samples", 0, "at least 1"),
+        ("budget", -1, "budget must be"),
+        ("budget", float("nan"), "finite number"),
+        ("exclude", True, "list of names"),
+    ]:
+        with pytest.raises(GraphoptError, match=message):
+            build_steps([("quantize", {})], {"quantize": {key: value}})
+    assert build_steps([("quantize", {})], {"quantize": {"budget": "none"}})[0].options.budget is None
+    assert build_steps([("quantize", {})], {"quantize": {"exclude": "a,b"}})[0].options.exclude == ["a", "b"]
+
+
+def test_invalid_option_in_the_last_pass_fails_before_the_first_runs(demo_model: Path, tmp_path: Path) -> None:
+    """Issue 12: every step is validated before anything runs (one line, exit 2, nothing written)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("passes:\n  - simplify\n  - fold-bn\n  - fuse-nms: {iou: 7}\n")
+    ran: list[str] = []
+    import graphopt.passes.simplify as simplify_module
+
+    original = simplify_module.simplify
+    try:
+        simplify_module.simplify = lambda g, c: ran.append("simplify") or original(g, c)  # noqa: E731
+        result = run_cli("optimize", demo_model, "-o", tmp_path / "o.onnx", "--recipe", recipe)
+    finally:
+        simplify_module.simplify = original
+    assert result.code == 2 and result.err.startswith("error: fuse-nms: max_det ≥ 1, 0 < iou ≤ 1")
+    assert len(result.err.strip().splitlines()) == 1 and ran == [] and not (tmp_path / "o.onnx").exists()
+    result = run_cli("optimize", demo_model, "-o", tmp_path / "o.onnx", "--passes", "simplify,quantize")
+    assert result.code == 2 and "pass 'quantize' needs calibration images" in result.err
+
+
+def test_recipe_target_any_with_quantize(tmp_path: Path) -> None:
+    """`target: any` is documented: it leaves quantize its default instead of failing mid-run."""
+    from graphopt.feeds import FeedSource
+
+    images = write_images(tmp_path / "calib", 2)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("target: any\npasses:\n  - quantize\n")
+    pipeline = Pipeline.from_recipe(str(recipe), feeds=FeedSource(images))
+    assert pipeline.target is None
+    recipe.write_text("target: riscv\npasses:\n  - quantize\n")
+    with pytest.raises(GraphoptError, match="recipe target must be one of arm, x86 or any"):
+        Pipeline.from_recipe(str(recipe), feeds=FeedSource(images))
+
+
+def test_duplicate_pass_names_are_refused() -> None:
+    from graphopt.passes.simplify import SimplifyOptions
+
+    with pytest.raises(GraphoptError, match="a pass named 'simplify' is already registered"):
+        register("simplify", lossless=True, options=SimplifyOptions)(lambda g, c: PassResult(changed=False))
 
 
 def test_set_for_a_pass_not_in_the_pipeline(lossy_pass: str) -> None:
@@ -147,7 +207,7 @@ def test_recipes(tmp_path: Path) -> None:
 
 
 def test_real_images_are_used_for_verification(demo_model: Path, coco128: Path) -> None:
-    from graphopt.verify import FeedSource
+    from graphopt.feeds import FeedSource
 
     feeds = FeedSource(coco128 / "data.yaml", samples=2)
     result = Pipeline.from_passes(["simplify"], feeds=feeds).run(load_model(demo_model))

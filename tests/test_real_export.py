@@ -9,9 +9,12 @@ from pathlib import Path
 import onnx
 import pytest
 
-from frontends import export
-from graphopt.model import op_histogram, read_metadata
-from tests.conftest import COCO128, YOLOV5N, YOLOV9T, need_shared
+pytest.importorskip("torch", reason="needs PyTorch (the exporter)")
+
+
+from frontends import export  # noqa: E402
+from graphopt.model import op_histogram, read_metadata  # noqa: E402
+from tests.helpers import COCO128, YOLOV5N, YOLOV9T, need_shared  # noqa: E402
 
 IMAGE = COCO128 / "images" / "train2017" / "000000000368.jpg"
 
@@ -85,7 +88,7 @@ def test_yolov5n_export(yolov5n_export: tuple[Path, dict]) -> None:
 
 def test_cli_export_json(tmp_path: Path) -> None:
     need_shared(YOLOV5N)
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     result = run_cli("export", YOLOV5N, "-o", tmp_path / "m.onnx", "--imgsz", "320", "--json")
     assert result.code == 0, result.err

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from graphopt.evaluate import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, evaluate
+from graphopt.feeds import FeedSource
 from graphopt.model import load_model, save_model
 from graphopt.pipeline import Pipeline
-from graphopt.verify import FeedSource
 from runtime.detector import Detector
-from tests.conftest import COCO128, need_shared
+from tests.helpers import COCO128, need_shared
 
 
 def _fuse(src: Path, out: Path, **options: object) -> Path:

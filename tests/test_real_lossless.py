@@ -8,12 +8,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
-from graphopt.model import load_model, op_histogram
-from graphopt.pipeline import Pipeline
-from graphopt.verify import FeedSource, run
-from tests.conftest import COCO128, YOLOV9T, ZOO_IMGSZ, need_shared
+pytest.importorskip("torch", reason="needs PyTorch (the exporter)")
+
+import torch  # noqa: E402
+
+from graphopt.feeds import FeedSource  # noqa: E402
+from graphopt.model import load_model, op_histogram  # noqa: E402
+from graphopt.ort_session import run  # noqa: E402
+from graphopt.pipeline import Pipeline  # noqa: E402
+from tests.helpers import COCO128, YOLOV9T, ZOO_IMGSZ, need_shared  # noqa: E402
 
 
 def _lossless(path: Path, data: Path | None = None) -> onnx.ModelProto:

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from graphopt.evaluate import evaluate
+from graphopt.feeds import FeedSource
 from graphopt.model import load_model, save_model
+from graphopt.ort_session import run
 from graphopt.pipeline import Pipeline
-from graphopt.verify import FeedSource, run
 from runtime.decode import head_arrays
-from tests.conftest import COCO128, need_shared
+from tests.helpers import COCO128, need_shared
 
 
 def _int8(src: Path, out: Path, target: str) -> Path:
@@ -49,7 +50,7 @@ def _peak_rss_mb(model: Path, out: Path, samples: int, images: Path) -> float:
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     script = (
         "import resource, sys\n"

@@ -10,12 +10,12 @@ import pytest
 
 from graphopt.evaluate import evaluate
 from runtime.detector import Detector
-from tests.conftest import COCO128, need_shared
+from tests.helpers import COCO128, need_pnnx, need_shared
 
 
 @pytest.fixture(scope="module")
 def yolov5n_ncnn(yolov5n_lossless: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("pnnx")
+    need_pnnx()
     from graphopt.convert import convert_to_ncnn
 
     out = tmp_path_factory.mktemp("v5ncnn")

@@ -15,13 +15,17 @@ import numpy as np
 import onnx
 import pytest
 
-from frontends import export
-from graphopt.model import load_model, op_histogram
-from graphopt.pipeline import Pipeline
-from graphopt.verify import FeedSource, run
-from runtime.decode import decode
-from tests import upstream
-from tests.conftest import COCO128, SHARED, need_shared, run_cli
+pytest.importorskip("torch", reason="needs PyTorch (the exporter)")
+
+
+from frontends import export  # noqa: E402
+from graphopt.feeds import FeedSource  # noqa: E402
+from graphopt.model import load_model, op_histogram  # noqa: E402
+from graphopt.ort_session import run  # noqa: E402
+from graphopt.pipeline import Pipeline  # noqa: E402
+from runtime.decode import decode  # noqa: E402
+from tests import upstream  # noqa: E402
+from tests.helpers import COCO128, SHARED, need_shared, run_cli  # noqa: E402
 
 MODELS = SHARED / "models"
 V5_FT = MODELS / "yolov5n-coco128-ft.pt"

@@ -103,15 +103,17 @@ def test_metadata_reads_ultralytics_keys() -> None:
 def test_detector_without_metadata_probes_the_head(zoo_onnx, tmp_path: Path) -> None:  # noqa: ANN001
     model = onnx.load(str(zoo_onnx("yolov8")))
     frame = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
-    with_meta = Detector(zoo_onnx("yolov8"), conf=0.01)
+    with_meta = Detector(zoo_onnx("yolov8"), conf=0.004)  # the random fixture scores ~0.0043 at most
     del model.metadata_props[:]
     onnx.save(model, str(tmp_path / "bare.onnx"))
-    bare = Detector(tmp_path / "bare.onnx", conf=0.01)
+    bare = Detector(tmp_path / "bare.onnx", conf=0.004)
     assert bare.head == with_meta.head == "anchor-free"
     a, b = with_meta(frame), bare(frame)
+    assert len(a) > 0 and len(a) == len(b)
     np.testing.assert_allclose(a.boxes, b.boxes)
-    assert b.names[:1] == [str(b.class_ids[0])] if len(b) else True  # no names: ids as names
-    assert a.boxes[:, [0, 2]].max(initial=0) <= 300 and a.boxes[:, [1, 3]].max(initial=0) <= 200
+    assert b.names == [str(c) for c in b.class_ids]  # no names: ids as names
+    assert a.names == [with_meta.names[int(c)] for c in a.class_ids]
+    assert a.boxes[:, [0, 2]].max() <= 300 and a.boxes[:, [1, 3]].max() <= 200  # clipped to the frame
 
 
 def test_detector_uses_main_output_of_a_dual_model(zoo_onnx) -> None:  # noqa: ANN001

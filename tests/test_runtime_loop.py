@@ -6,37 +6,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from runtime.detector import Detector
 from runtime.loop import run_loop
 from runtime.sources import Frame, ImageSource, Source, SourceError, open_source
-
-
-def write_images(folder: Path, count: int, bad: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        cv2.imwrite(str(folder / f"img{i:02d}.jpg"), rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
-    for i in range(bad):
-        (folder / f"broken{i}.jpg").write_bytes(b"not a jpeg")
-    return folder
-
-
-def write_video(path: Path, frames: int = 10, corrupt_frame: int | None = None) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
-    for i in range(frames):
-        writer.write(np.full((96, 128, 3), i * 20, np.uint8))
-    writer.release()
-    if corrupt_frame is not None:
-        data = bytearray(path.read_bytes())
-        starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
-        s = starts[corrupt_frame]
-        data[s + 2 : s + 200] = bytes(198)
-        path.write_bytes(bytes(data))
-    return path
+from tests.helpers import write_images, write_video
 
 
 def test_image_folder_skips_unreadable(tmp_path: Path) -> None:

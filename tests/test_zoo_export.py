@@ -8,14 +8,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 
-from frontends import export
-from frontends.zoo import BUILDERS, single_branch_from_dual, yolov9_dual_tiny
-from frontends.zoo.blocks import RepConvN
-from graphopt.errors import VerificationError
-from graphopt.model import op_histogram, read_metadata
-from graphopt.verify import session
+pytest.importorskip("torch", reason="needs PyTorch (the exporter)")
+
+import torch  # noqa: E402
+
+from frontends import export  # noqa: E402
+from frontends.zoo import BUILDERS, single_branch_from_dual, yolov9_dual_tiny  # noqa: E402
+from frontends.zoo.blocks import RepConvN  # noqa: E402
+from graphopt.errors import VerificationError  # noqa: E402
+from graphopt.model import op_histogram, read_metadata  # noqa: E402
+from graphopt.ort_session import session  # noqa: E402
 
 IMGSZ = 128
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import SHARED
+from tests.helpers import SHARED
 
 REPOS = SHARED / "repos"
 

@@ -14,22 +14,30 @@ pass announces each output it removes (the pipeline fails on an output that vani
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx_graphsurgeon as gs
 
 from graphopt.errors import GraphoptError
 from graphopt.graph import ancestor_nodes
 from graphopt.head import detection_output_format
+from graphopt.options import Options, option
 from graphopt.registry import PassContext, PassResult, register
 from runtime import metadata as keys
 from runtime.metadata import parse_metadata
 
 
-@register("drop-aux", lossless=True, options={"keep": ""})
+@dataclass(frozen=True)
+class DropAuxOptions(Options):
+    keep: str | None = option(None, "the output to keep (overrides metadata and the graph analysis)")
+
+
+@register("drop-aux", lossless=True, options=DropAuxOptions)
 def drop_aux(graph: gs.Graph, ctx: PassContext) -> PassResult:
     """Drop auxiliary branches (YOLOv9 PGI) and leaked raw head maps; keep the main detection output."""
     outputs = list(graph.outputs)
     names = [o.name for o in outputs]
-    keep = ctx.options["keep"]
+    keep = ctx.options.keep
     if keep and keep not in names:
         raise GraphoptError(
             f"drop-aux.keep='{keep}' is not an output of the model (outputs: {', '.join(names)})"

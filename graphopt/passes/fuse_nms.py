@@ -14,32 +14,45 @@ respect to host NMS".
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from graphopt.compare import Comparison
 from graphopt.errors import GraphoptError
+from graphopt.graph import Names
+from graphopt.options import OptionError, Options, option
 from graphopt.registry import PassContext, PassResult, register
-from graphopt.verify import Comparison
 from runtime import metadata as keys
 from runtime.decode import END2END_NAMES, decode, infer_head_format
 from runtime.metadata import parse_metadata
 from runtime.nms import nms
 
-OPTIONS: dict[str, Any] = {"max_det": 100, "iou": 0.45, "conf": 0.25, "multi_label": False, "output": ""}
+
+@dataclass(frozen=True)
+class FuseNmsOptions(Options):
+    max_det: int = option(100, "K: detections kept per image (outputs are padded to K)")
+    iou: float = option(0.45, "NMS IoU threshold")
+    conf: float = option(0.25, "confidence threshold")
+    multi_label: bool = option(False, "a box survives for every class above conf (validators), not only its best")
+    output: str | None = option(None, "the head output to append NMS to (default: the main output)")
+
+    def check(self) -> None:
+        if self.max_det < 1 or not 0 < self.iou <= 1 or not 0 <= self.conf < 1:
+            raise OptionError("max_det ≥ 1, 0 < iou ≤ 1 and 0 ≤ conf < 1")
 
 
 class _Builder:
-    """Small helper: one call per ONNX node, fresh tensor names."""
+    """One call per ONNX node; every tensor and node name fresh (graph.Names)."""
 
     def __init__(self, graph: gs.Graph) -> None:
         self.graph = graph
-        self.count = 0
+        self.names = Names(graph)
 
     def const(self, value: Any, dtype: Any = np.int64) -> gs.Constant:
-        self.count += 1
-        return gs.Constant(f"nms_const_{self.count}", np.asarray(value, dtype=dtype))
+        return gs.Constant(self.names("nms_const"), np.asarray(value, dtype=dtype))
 
     def op(
         self,
@@ -49,9 +62,8 @@ class _Builder:
         attrs: dict | None = None,
         outputs: int = 1,
     ) -> Any:
-        self.count += 1
-        outs = [gs.Variable(f"nms_{op.lower()}_{self.count}_{i}", dtype=dtype) for i in range(outputs)]
-        self.graph.nodes.append(gs.Node(op, f"nms/{op}_{self.count}", attrs or {}, inputs, outs))
+        outs = [gs.Variable(self.names(f"nms_{op.lower()}"), dtype=dtype) for _ in range(outputs)]
+        self.graph.nodes.append(gs.Node(op, self.names(f"nms/{op}"), attrs or {}, inputs, outs))
         return outs[0] if outputs == 1 else outs
 
 
@@ -88,13 +100,11 @@ def fuse_nms(graph: gs.Graph, ctx: PassContext) -> PassResult:
     """Append decode + confidence filter + ONNX NonMaxSuppression with end-to-end outputs."""
     opts = ctx.options
     meta = parse_metadata(ctx.metadata)
-    out = _head_output(graph, meta, opts["output"])
+    out = _head_output(graph, meta, opts.output)
     head, nc = _layout(out, meta)
-    if opts["max_det"] < 1 or not 0 < opts["iou"] <= 1 or not 0 <= opts["conf"] < 1:
-        raise GraphoptError("fuse-nms: max_det ≥ 1, 0 < iou ≤ 1 and 0 ≤ conf < 1")
     b = _Builder(graph)
     pred = out if head == "yolov5" else b.op("Transpose", [out], attrs={"perm": [0, 2, 1]})  # → [1, N, 4+nc]
-    pred = _candidates(b, graph, pred, head, nc, opts["conf"])  # [1, M, …]: rows that can pass the threshold
+    pred = _candidates(b, graph, pred, head, nc, opts.conf)  # [1, M, …]: rows that can pass the threshold
     xy = b.op("Slice", [pred, b.const([0]), b.const([2]), b.const([2])])
     wh = b.op("Slice", [pred, b.const([2]), b.const([4]), b.const([2])])
     half = b.op("Div", [wh, b.const(2.0, np.float32)])
@@ -105,7 +115,7 @@ def fuse_nms(graph: gs.Graph, ctx: PassContext) -> PassResult:
         scores = b.op("Mul", [cls, obj])
     else:
         scores = b.op("Slice", [pred, b.const([4]), b.const([4 + nc]), b.const([2])])  # [1, N, nc]
-    if not opts["multi_label"]:
+    if not opts.multi_label:
         # keep each box's best class only: zero the others (NMS then filters them by the threshold)
         best = b.op("ArgMax", [scores], dtype=np.int64, attrs={"axis": 2, "keepdims": 1})
         onehot = b.op("Equal", [b.const(np.arange(nc)), best], dtype=np.bool_)
@@ -116,9 +126,9 @@ def fuse_nms(graph: gs.Graph, ctx: PassContext) -> PassResult:
         [
             boxes,
             per_class,
-            b.const([opts["max_det"]]),
-            b.const([opts["iou"]], np.float32),
-            b.const([opts["conf"]], np.float32),
+            b.const([opts.max_det]),
+            b.const([opts.iou], np.float32),
+            b.const([opts.conf], np.float32),
         ],
         dtype=np.int64,
         attrs={"center_point_box": 0},
@@ -128,7 +138,7 @@ def fuse_nms(graph: gs.Graph, ctx: PassContext) -> PassResult:
     nd_index = b.op("Gather", [selected, b.const([0, 2, 1])], dtype=np.int64, attrs={"axis": 1})
     sel_scores = b.op("GatherND", [scores, nd_index])  # [M]
     count = b.op("Shape", [sel_scores], dtype=np.int64)
-    k = b.op("Min", [count, b.const([opts["max_det"]])], dtype=np.int64)
+    k = b.op("Min", [count, b.const([opts.max_det])], dtype=np.int64)
     top_scores, order = b.op("TopK", [sel_scores, k], attrs={"axis": 0, "largest": 1, "sorted": 1}, outputs=2)
     order.dtype = np.int64
     flat_boxes = b.op("Squeeze", [boxes, b.const([0])])  # [N, 4]
@@ -136,7 +146,7 @@ def fuse_nms(graph: gs.Graph, ctx: PassContext) -> PassResult:
         "Gather", [flat_boxes, b.op("Gather", [box_idx, order], dtype=np.int64)], attrs={"axis": 0}
     )
     top_classes = b.op("Gather", [cls_idx, order], dtype=np.int64, attrs={"axis": 0})
-    pad = b.op("Sub", [b.const([opts["max_det"]]), k], dtype=np.int64)
+    pad = b.op("Sub", [b.const([opts.max_det]), k], dtype=np.int64)
     zero = b.const([0])
     det_boxes = b.op(
         "Pad", [top_boxes, b.op("Concat", [zero, zero, pad, zero], dtype=np.int64, attrs={"axis": 0})]
@@ -147,13 +157,13 @@ def fuse_nms(graph: gs.Graph, ctx: PassContext) -> PassResult:
     )
     outputs = [
         _named(b, "Reshape", [k, b.const([1, 1])], "num_dets", np.int64, [1, 1]),
-        _named(b, "Unsqueeze", [det_boxes, b.const([0])], "det_boxes", np.float32, [1, opts["max_det"], 4]),
-        _named(b, "Unsqueeze", [det_scores, b.const([0])], "det_scores", np.float32, [1, opts["max_det"]]),
-        _named(b, "Unsqueeze", [det_classes, b.const([0])], "det_classes", np.int64, [1, opts["max_det"]]),
+        _named(b, "Unsqueeze", [det_boxes, b.const([0])], "det_boxes", np.float32, [1, opts.max_det, 4]),
+        _named(b, "Unsqueeze", [det_scores, b.const([0])], "det_scores", np.float32, [1, opts.max_det]),
+        _named(b, "Unsqueeze", [det_classes, b.const([0])], "det_classes", np.int64, [1, opts.max_det]),
     ]
     removed = [o.name for o in graph.outputs]
     graph.outputs = outputs
-    settings = {k_: opts[k_] for k_ in ("max_det", "iou", "conf", "multi_label")}
+    settings = {k_: getattr(opts, k_) for k_ in ("max_det", "iou", "conf", "multi_label")}
     return PassResult(
         changed=True,
         notes=[
@@ -187,7 +197,7 @@ def _named(
     b: _Builder, op: str, inputs: list[gs.Tensor], name: str, dtype: Any, shape: list[int]
 ) -> gs.Variable:
     out = gs.Variable(name, dtype=dtype, shape=shape)
-    b.graph.nodes.append(gs.Node(op, f"nms/{name}", {}, inputs, [out]))
+    b.graph.nodes.append(gs.Node(op, b.names(f"nms/{name}"), {}, inputs, [out]))
     return out
 
 
@@ -253,4 +263,10 @@ def compare_with_host_nms(
     return Comparison(True, max_abs, 0.0, worst, list(END2END_NAMES))
 
 
-register("fuse-nms", lossless=True, options=OPTIONS, compare=compare_with_host_nms)(fuse_nms)
+register(
+    "fuse-nms",
+    lossless=True,
+    options=FuseNmsOptions,
+    requires=("static_output_shapes",),
+    compare=compare_with_host_nms,
+)(fuse_nms)

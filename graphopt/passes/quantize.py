@@ -1,58 +1,75 @@
 """`quantize`: int8 QDQ that keeps its detections.
 
 - Static post-training quantization through onnxruntime's QDQ quantizer, calibrated on images
-  from `--data` through the runtime's letterbox (one implementation).
+  from `--data` through the model's own preprocessing, one image at a time (graphopt.quantize_ort).
 - The YOLO head's post-processing tail stays float, found structurally (graphopt.head): box
   coordinates in pixels and scores in 0-1 must never share one int8 scale — that is what makes
   library-default quantization return zero detections. By default the head's output convs stay
   float too: one tensor carries box, objectness and class logits of very different ranges
   (on YOLOv5n this alone was worth 0.8 mAP50-95 points).
 - `target=arm` (the Pi: S8S8, Arm dot-product kernels) or `target=x86` (U8S8, VNNI).
-- Sensitivity: each remaining layer quantized alone, its effect on the decoded head outputs;
-  with `budget`, the most sensitive layers return to float until the measured loss fits
-  (mAP50-95 points with a labeled data.yaml, else the mean score error in points).
+- Sensitivity, measured in one run (graphopt.quantize_sensitivity); with `budget`, the most
+  sensitive layers return to float until the measured loss fits.
 - Already-quantized (QAT) models pass through untouched.
 """
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import onnx
 import onnx_graphsurgeon as gs
 
-from graphopt import quantization as q
+from graphopt import quantize_ort as q
+from graphopt import quantize_sensitivity as sens
 from graphopt.errors import GraphoptError
-from graphopt.graph import shape_computation_nodes
+from graphopt.graph import name_unnamed_nodes, shape_computation_nodes
 from graphopt.head import FEATURE_OPS, find_head_tail
+from graphopt.options import OptionError, Options, option
 from graphopt.registry import PassContext, PassResult, register
 from runtime import metadata as keys
 from runtime.metadata import parse_metadata
 
-OPTIONS: dict[str, Any] = {
-    "mode": "static",  # static | dynamic
-    "target": "",  # arm | x86 (default: the recipe's target, else arm)
-    "calibration": "percentile",  # minmax | percentile | entropy
-    "percentile": 99.999,
-    "samples": 64,  # calibration images
-    "per_channel": True,
-    "exclude_head": True,  # keep the post-processing tail float
-    "float_output_convs": True,  # keep the head's output convs float as well
-    "exclude": [],  # more node names to keep float
-    "sensitivity": False,  # measure every layer (implied by budget)
-    "sensitivity_samples": 4,
-    "budget": -1.0,  # max loss: mAP50-95 points (labeled data.yaml), else score-error points; <0: off
-}
+
+@dataclass(frozen=True)
+class QuantizeOptions(Options):
+    mode: Literal["static", "dynamic"] = option("static", "dynamic: int8 weights, activations at run time")
+    target: Literal["arm", "x86"] | None = option(None, "arm: S8S8 (Pi 5); x86: U8S8 [the recipe's, else arm]")
+    calibration: Literal["minmax", "percentile", "entropy"] = option("percentile", "activation range method")
+    percentile: float = option(99.999, "for calibration=percentile")
+    samples: int = option(64, "calibration images (unreadable ones are skipped and counted)")
+    per_channel: bool = option(True, "per-channel weight scales")
+    exclude_head: bool = option(True, "keep the head's post-processing tail float")
+    float_output_convs: bool = option(True, "keep the head's output convs float as well")
+    exclude: list[str] = option([], "more node names to keep float")
+    sensitivity: bool = option(False, "measure every layer's SQNR loss (implied by budget); table in --report")
+    sensitivity_samples: int = option(4, "images the sensitivity and the score-error budget run on")
+    budget: float | None = option(
+        None, "max loss: mAP50-95 points (labeled data.yaml), else score-error points; none: off"
+    )
+
+    def check(self) -> None:
+        if not 0 < self.percentile <= 100:
+            raise OptionError(f"percentile must be in (0, 100], got {self.percentile}")
+        if self.samples < 1 or self.sensitivity_samples < 1:
+            raise OptionError("samples and sensitivity_samples must be at least 1")
+        if self.budget is not None and self.budget < 0:
+            raise OptionError(f"budget must be ≥ 0 points (none: off), got {self.budget}")
 
 
-@register("quantize", lossless=False, options=OPTIONS)
+def _needs(options: QuantizeOptions) -> tuple[str, ...]:
+    return ("calibration_data",) if options.mode == "static" else ()
+
+
+@register("quantize", lossless=False, options=QuantizeOptions, requires=_needs)
 def quantize(graph: gs.Graph, ctx: PassContext) -> PassResult:
     """int8 QDQ with calibration, automatic head exclusion and sensitivity-guided mixed precision."""
-    opts = ctx.options
+    opts: QuantizeOptions = ctx.options
     model = gs.export_onnx(graph, do_type_check=False)
-    q.ensure_node_names(model)
+    name_unnamed_nodes(model)
     graph = gs.import_onnx(model)
     existing = sum(n.op in ("QuantizeLinear", "DequantizeLinear") for n in graph.nodes)
     if existing:
@@ -60,39 +77,27 @@ def quantize(graph: gs.Graph, ctx: PassContext) -> PassResult:
             changed=False,
             notes=[f"already quantized ({existing} Q/DQ nodes, e.g. from QAT): not quantized twice"],
         )
-    target = opts["target"] or ctx.target or "arm"
-    if target not in q.TARGET_TYPES:
-        raise GraphoptError(f"quantize.target must be arm or x86, got '{target}'")
-    if not 0 < opts["percentile"] <= 100:
-        raise GraphoptError(f"quantize.percentile must be in (0, 100], got {opts['percentile']}")
-    if opts["samples"] < 1 or opts["sensitivity_samples"] < 1:
-        raise GraphoptError("quantize.samples and quantize.sensitivity_samples must be at least 1")
-    if opts["budget"] != opts["budget"]:  # NaN
-        raise GraphoptError("quantize.budget must be a number (or negative for off)")
-    if opts["calibration"] not in q.CALIBRATION_METHODS:
-        raise GraphoptError(f"quantize.calibration must be one of {', '.join(q.CALIBRATION_METHODS)}")
+    target = opts.target or ctx.target or "arm"
     float_nodes, reasons = _float_nodes(graph, opts)
     quantizable = [n.name for n in graph.nodes if n.op in FEATURE_OPS and n.name not in float_nodes]
     if not quantizable:
         raise GraphoptError("quantize: the model has no quantizable convolution or matmul outside the head")
-    if opts["mode"] == "dynamic":
-        out = q.dynamic_quantize(model, sorted(float_nodes), opts["per_channel"])
+    if opts.mode == "dynamic":
+        out = q.dynamic_quantize(model, sorted(float_nodes), opts.per_channel)
         return _result(
             out,
             ["dynamic quantization: int8 weights, activations quantized at run time"] + reasons,
             {"mode": "dynamic", "float_nodes": sorted(float_nodes)},
         )
-    if opts["mode"] != "static":
-        raise GraphoptError(f"quantize.mode must be static or dynamic, got '{opts['mode']}'")
     return _static(model, graph, ctx, target, float_nodes, reasons, quantizable)
 
 
-def _float_nodes(graph: gs.Graph, opts: dict[str, Any]) -> tuple[set[str], list[str]]:
+def _float_nodes(graph: gs.Graph, opts: QuantizeOptions) -> tuple[set[str], list[str]]:
     names = {n.name for n in graph.nodes}
-    unknown = [n for n in opts["exclude"] if n not in names]
+    unknown = [n for n in opts.exclude if n not in names]
     if unknown:
         raise GraphoptError(f"quantize.exclude names unknown node(s): {', '.join(unknown[:5])}")
-    keep: set[str] = set(opts["exclude"])
+    keep: set[str] = set(opts.exclude)
     reasons = []
     shape_nodes = shape_computation_nodes(graph)
     if shape_nodes:
@@ -101,11 +106,11 @@ def _float_nodes(graph: gs.Graph, opts: dict[str, Any]) -> tuple[set[str], list[
             f"{len(shape_nodes)} shape-computation node(s) stay float (Reshape targets, Resize sizes: "
             "rounding them would change tensor shapes; `simplify` folds most of them away)"
         )
-    if opts["exclude_head"]:
+    if opts.exclude_head:
         tail = find_head_tail(graph)
         keep |= {n.name for n in tail.nodes}
         reasons.append("head tail: " + tail.summary())
-        if opts["float_output_convs"] and tail.output_convs:
+        if opts.float_output_convs and tail.output_convs:
             keep |= {n.name for n in tail.output_convs}
             reasons.append(
                 f"{len(tail.output_convs)} output convs stay float: one tensor carries box, objectness "
@@ -113,8 +118,8 @@ def _float_nodes(graph: gs.Graph, opts: dict[str, Any]) -> tuple[set[str], list[
                 + ", ".join(n.name for n in tail.output_convs[:6])
                 + ")"
             )
-    if opts["exclude"]:
-        reasons.append(f"{len(opts['exclude'])} node(s) kept float as asked (quantize.exclude)")
+    if opts.exclude:
+        reasons.append(f"{len(opts.exclude)} node(s) kept float as asked (quantize.exclude)")
     return keep, reasons
 
 
@@ -127,7 +132,7 @@ def _static(
     reasons: list[str],
     quantizable: list[str],
 ) -> PassResult:
-    opts = ctx.options
+    opts: QuantizeOptions = ctx.options
     feeds = ctx.feeds
     if feeds is None or not feeds.images:
         raise GraphoptError("quantize needs calibration images: pass --data FOLDER, IMAGE or data.yaml")
@@ -138,35 +143,33 @@ def _static(
         if inp.shape and all(isinstance(d, int) for d in inp.shape[2:])
         else (meta.imgsz or (640, 640))
     )
-    config = q.QuantConfig(
-        target, opts["calibration"], opts["per_channel"], opts["percentile"], sorted(float_nodes)
-    )
+    config = q.QuantConfig(target, opts.calibration, opts.per_channel, opts.percentile, sorted(float_nodes))
     details: dict[str, Any] = {
         "mode": "static",
         "target": target,
         "types": q.TARGET_TYPES[target],
-        "calibration": opts["calibration"],
-        "per_channel": opts["per_channel"],
+        "calibration": opts.calibration,
+        "per_channel": opts.per_channel,
     }
     details["calibration_memory_estimate_mb"] = round(q.check_memory(model) / 2**20)
     with tempfile.TemporaryDirectory(prefix="graphopt-quant-") as tmp:
         work = Path(tmp)
         quantizer = q.Quantizer(model, config, work)
-        tensors, skipped = feeds.image_batches(hw, meta.preprocess, opts["samples"])
-        reader = q.ImageReader(inp.name, tensors, min(opts["samples"], len(feeds.images)), "calibration")
+        stream = feeds.image_stream(hw, meta.preprocess, opts.samples)
+        reader = q.ImageReader(inp.name, iter(stream), min(opts.samples, len(feeds.images)), "calibration")
         try:
             quantizer.calibrate(reader)
         except ValueError:
             if reader.used:
                 raise
-        q.require_images(reader.used, skipped, opts["samples"])
-        details.update(calibration_images=reader.used, unreadable_images=skipped)
+        q.require_images(reader.used, stream.skipped, opts.samples)
+        details.update(calibration_images=reader.used, unreadable_images=stream.skipped)
         notes = [
-            f"{opts['calibration']} calibration on {reader.used} image(s)"
-            + (f", {len(skipped)} unreadable skipped" if skipped else "")
+            f"{opts.calibration} calibration on {reader.used} image(s)"
+            + (f", {len(stream.skipped)} unreadable skipped" if stream.skipped else "")
         ] + reasons
         extra_float: list[str] = []
-        if opts["sensitivity"] or opts["budget"] >= 0:
+        if opts.sensitivity or opts.budget is not None:
             extra_float, steps, table = _mixed_precision(model, quantizer, ctx, hw, meta, quantizable, work)
             details.update(sensitivity=table, budget_steps=steps)
             if extra_float:
@@ -176,7 +179,7 @@ def _static(
                 )
             if steps and steps[-1].get("budget_not_met"):
                 notes.append(
-                    f"budget {opts['budget']} not met even with every conv float: the remaining "
+                    f"budget {opts.budget} not met even with every conv float: the remaining "
                     "int8 ops (activations, concats) alone cost more"
                 )
         with q.stage("quantize: inserting QDQ nodes"):
@@ -194,45 +197,38 @@ def _mixed_precision(
     quantizable: list[str],
     work: Path,
 ) -> tuple[list[str], list[dict], list[dict]]:
-    opts = ctx.options
+    opts: QuantizeOptions = ctx.options
     head = meta.head
     if head not in ("yolov5", "anchor-free"):
         raise GraphoptError("quantize sensitivity needs to know the head format (graphopt.head metadata)")
     output = meta.main_output or model.graph.output[0].name
-    tensors, _ = ctx.feeds.image_batches(hw, meta.preprocess, opts["sensitivity_samples"])
     input_name = model.graph.input[0].name
-    feeds = [{input_name: t} for t in tensors]
-    reference = q.run_outputs(model, feeds, output)
-    table = q.sensitivity(quantizer, quantizable, feeds, output, head, reference)
-    budget = opts["budget"]
-    if budget < 0:
+    feeds = [
+        {input_name: t} for t in ctx.feeds.image_stream(hw, meta.preprocess, opts.sensitivity_samples)
+    ]
+    table = sens.sensitivity(model, quantizer.quantize(), quantizable, feeds, work)
+    if opts.budget is None:
         return [], [], table
     data_yaml = ctx.feeds.labeled_yaml
-    order = [row["node"] for row in table]
-    steps: list[dict[str, Any]] = []
-    float_map = None
-    k = 0
-    while True:
-        candidate = quantizer.quantize(exclude=order[:k])
+    reference = sens.run_outputs(model, feeds, output)
+    cache: dict[str, float] = {}
+
+    def loss(candidate: onnx.ModelProto) -> dict[str, Any]:
         if data_yaml is not None:
-            float_map, q_map, loss = q.map_loss(model, candidate, data_yaml, work, float_map)
-            steps.append(
-                {
-                    "float_layers": k,
-                    "loss_map50_95_points": loss,
-                    "int8_map50_95": q_map,
-                    "float_map50_95": float_map,
-                }
-            )
-        else:
-            loss = 100.0 * q.head_error(reference, q.run_outputs(candidate, feeds, output), head).score_error
-            steps.append({"float_layers": k, "loss_score_points": loss})
-        if loss <= budget:
-            return order[:k], steps, table
-        if k >= len(order):
-            steps[-1]["budget_not_met"] = True  # the non-conv int8 ops (SiLU, Concat, …) alone exceed it
-            return order[:k], steps, table
-        k = 1 if k == 0 else min(2 * k, len(order))
+            float_map, q_map, points = sens.map_loss(model, candidate, data_yaml, work, cache.get("float"))
+            cache["float"] = float_map
+            return {
+                "loss": points,
+                "loss_map50_95_points": points,
+                "int8_map50_95": q_map,
+                "float_map50_95": float_map,
+            }
+        points = 100.0 * sens.head_error(reference, sens.run_outputs(candidate, feeds, output), head).score_error
+        return {"loss": points, "loss_score_points": points}
+
+    order = [row["node"] for row in table]
+    kept, steps = sens.fit_budget(lambda floats: quantizer.quantize(exclude=floats), order, opts.budget, loss)
+    return kept, steps, table
 
 
 def _result(model: onnx.ModelProto, notes: list[str], details: dict[str, Any]) -> PassResult:

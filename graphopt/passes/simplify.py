@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx_graphsurgeon as gs
 
 from graphopt.fileio import captured_stderr
 from graphopt.graph import infer_shapes
 from graphopt.model import op_histogram, param_count
+from graphopt.options import Options, option
 from graphopt.registry import PassContext, PassResult, register
 
 
@@ -15,18 +18,20 @@ def _structure(graph: gs.Graph) -> tuple[dict[str, int], int]:
     return op_histogram(model), param_count(model)
 
 
-@register(
-    "simplify",
-    lossless=True,
-    options={"fuse_bn": False, "use_onnxsim": True},
-)
+@dataclass(frozen=True)
+class SimplifyOptions(Options):
+    fuse_bn: bool = option(False, "let onnxsim fold BatchNormalization too (else fold-bn does, checked)")
+    use_onnxsim: bool = option(True, "onnxsim first; onnx-graphsurgeon folding when off or when onnxsim fails")
+
+
+@register("simplify", lossless=True, options=SimplifyOptions)
 def simplify(graph: gs.Graph, ctx: PassContext) -> PassResult:
     """Constant folding + shape inference with onnxsim (graphsurgeon folding as fallback)."""
     before_ops, before_params = _structure(graph)
     notes: list[str] = []
     new_graph = None
-    if ctx.options["use_onnxsim"]:
-        new_graph, note = _with_onnxsim(graph, fuse_bn=ctx.options["fuse_bn"])
+    if ctx.options.use_onnxsim:
+        new_graph, note = _with_onnxsim(graph, fuse_bn=ctx.options.fuse_bn)
         notes.append(note)
     if new_graph is None:
         new_graph = _with_graphsurgeon(graph)

@@ -1,4 +1,5 @@
-"""`graphopt detect`: the runtime loop over a source, with optional annotated output.
+"""`graphopt detect`: the runtime loop over a source, with optional annotated output (runtime only:
+numpy, OpenCV and one backend).
 
 Saved files go through the one write guard (runtime.files): never onto a source image or video,
 atomic (a video is written to a temp file and renamed when the run ends), nothing left behind
@@ -14,13 +15,23 @@ from typing import Any
 
 import cv2
 
-from graphopt.errors import GraphoptError
+from runtime.backends import open_detector
+from runtime.draw import draw
+from runtime.files import (
+    FileProblem,
+    atomic_output,
+    atomic_write,
+    check_output,
+    is_input,
+    note_input,
+    output_dir,
+)
+from runtime.loop import run_loop
+from runtime.sources import ImageSource, SourceError, open_source
 
 
 def _image_outputs(src: Any, source: str, out_dir: Path) -> dict[int, Path]:
     """Where each source image's annotated copy goes (sub-folders kept, so names cannot collide)."""
-    from runtime.files import is_input
-
     root = Path(source)
     planned = {}
     for i, path in enumerate(src.paths):
@@ -28,7 +39,7 @@ def _image_outputs(src: Any, source: str, out_dir: Path) -> dict[int, Path]:
         planned[i] = out_dir / rel
     clashes = [p for p in planned.values() if is_input(p)]
     if clashes:
-        raise GraphoptError(
+        raise FileProblem(
             f"--save {out_dir}: would overwrite the source image(s) {', '.join(str(c) for c in clashes[:3])}; "
             "choose a folder that is not the source"
         )
@@ -47,23 +58,13 @@ def run_detect(
     max_frames: int | None = None,
     collect: bool = False,
 ) -> dict[str, Any]:
-    from runtime.backends import RuntimeModelError
-    from runtime.detector import Detector
-    from runtime.draw import draw
-    from runtime.files import FileProblem, atomic_output, atomic_write, check_output, note_input, output_dir
-    from runtime.loop import run_loop
-    from runtime.sources import ImageSource, SourceError, open_source
-
     if not (0 <= conf <= 1 and 0 <= iou <= 1):
-        raise GraphoptError("--conf and --iou must be between 0 and 1")
+        raise ValueError("conf and iou must be between 0 and 1")
     if max_frames is not None and max_frames < 1:
-        raise GraphoptError("--max-frames must be at least 1")
+        raise ValueError("max_frames must be at least 1")
     note_input(model)
-    try:
-        detector = Detector(model, backend=backend, threads=threads, conf=conf, iou=iou)
-        src = open_source(source)
-    except (RuntimeModelError, SourceError) as exc:
-        raise GraphoptError(str(exc)) from exc
+    detector = open_detector(model, backend=backend, threads=threads, conf=conf, iou=iou)
+    src = open_source(source)
     out_dir = Path(save_dir) if save_dir else None
     image_paths: dict[int, Path] = {}
     video_path = None
@@ -75,9 +76,9 @@ def run_detect(
             else:
                 name = Path(str(source)).stem if not str(source).isdigit() else f"camera{source}"
                 video_path = check_output(out_dir / f"{name}.mp4", "annotated video")
-        except (FileProblem, GraphoptError) as exc:
+        except FileProblem:
             src.close()
-            raise GraphoptError(str(exc)) from None
+            raise
     per_class: Counter[str] = Counter()
     frames: list[dict[str, Any]] = []
     video: dict[str, Any] = {}
@@ -115,7 +116,7 @@ def run_detect(
     summary = report.as_dict()
     if report.frames == 0:
         reasons = "; ".join(report.skip_reasons[:3]) or "the source produced no frames"
-        raise GraphoptError(f"{source}: nothing could be processed ({reasons})")
+        raise SourceError(f"{source}: nothing could be processed ({reasons})")
     summary.update(
         {
             "model": str(model),

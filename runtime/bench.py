@@ -1,4 +1,5 @@
-"""`graphopt bench`: latency of a model on this machine, with the Pi's temperature and throttling."""
+"""`graphopt bench`: latency of a model on this machine, with the Pi's temperature and throttling
+(runtime only)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from graphopt.errors import GraphoptError
+from runtime.backends import RuntimeModelError, open_detector
+from runtime.sources import read_image
+from runtime.stats import cpu_temp_c, latency_summary, throttled
 
 
 def run_bench(
@@ -20,20 +23,14 @@ def run_bench(
     warmup: int = 5,
     image: str | Path | None = None,
 ) -> dict[str, Any]:
-    from runtime.backends import RuntimeModelError
-    from runtime.detector import Detector
-    from runtime.sources import read_image
-    from runtime.stats import cpu_temp_c, latency_summary, throttled
-
-    try:
-        detector = Detector(model, backend=backend, threads=threads)
-    except RuntimeModelError as exc:
-        raise GraphoptError(str(exc)) from exc
+    if runs < 1 or warmup < 0:
+        raise ValueError("runs must be at least 1 and warmup at least 0")
+    detector = open_detector(model, backend=backend, threads=threads)
     frame = None
     if image is not None:
         frame = read_image(image)
         if frame is None:
-            raise GraphoptError(f"{image}: cannot read image")
+            raise RuntimeModelError(f"{image}: cannot read image")
     x = (
         detector.preprocess(frame)[0]
         if frame is not None

@@ -1,6 +1,6 @@
-"""int8 machinery behind the `quantize` pass: calibration from images, onnxruntime's QDQ quantizer,
-per-layer sensitivity, and the budget loop. The decisions (what stays float, which types for
-which target) are the pass's; onnxruntime does the QDQ insertion and range calibration."""
+"""The `quantize` pass's onnxruntime adapter: streaming calibration from images, QDQ insertion with
+onnxruntime's quantizer, dynamic quantization, and the memory pre-flight. The decisions (what stays
+float, which types for which target) are the pass's; onnxruntime inserts QDQ and computes ranges."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -22,19 +22,9 @@ from graphopt.errors import GraphoptError
 #   arm (Raspberry Pi 5, Cortex-A76 SDOT): signed × signed
 #   x86 (VNNI / AVX2 u8·s8 instructions): unsigned activations × signed weights
 TARGET_TYPES = {"arm": ("QInt8", "QInt8"), "x86": ("QUInt8", "QInt8")}
+Target = Literal["arm", "x86"]
+Method = Literal["minmax", "percentile", "entropy"]
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
-
-
-def ensure_node_names(model: onnx.ModelProto) -> None:
-    """onnxruntime's quantizer addresses nodes by name: give unnamed nodes unique ones."""
-    used = {n.name for n in model.graph.node if n.name}
-    for i, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{i}"
-            while name in used:
-                name += "_"
-            node.name = name
-            used.add(name)
 
 
 @contextlib.contextmanager
@@ -231,94 +221,6 @@ def dynamic_quantize(model: onnx.ModelProto, exclude: list[str], per_channel: bo
                 op_types_to_quantize=["Conv", "MatMul", "Gemm"],
             )
         return onnx.load(str(out))
-
-
-# --- measuring what int8 costs ---------------------------------------------------------------------
-
-
-@dataclass
-class HeadError:
-    """Detection-relevant error of a candidate vs the float model on the same inputs."""
-
-    score_error: float  # mean |Δ best class score| over anchors the float model finds confident
-    box_error_px: float  # mean |Δ xywh| (pixels) over the same anchors
-    cosine: float  # cosine similarity of the whole output
-
-    def as_dict(self) -> dict[str, float]:
-        return {"score_error": self.score_error, "box_error_px": self.box_error_px, "cosine": self.cosine}
-
-
-def head_error(
-    reference: list[np.ndarray], candidate: list[np.ndarray], head: str, confident: float = 0.05
-) -> HeadError:
-    from runtime.decode import head_arrays
-
-    score_d, box_d, dots, na, nb = [], [], 0.0, 0.0, 0.0
-    for ref, cand in zip(reference, candidate, strict=True):
-        rb, rs = head_arrays(ref, head)
-        cb, cs = head_arrays(cand, head)
-        best = rs.max(1)
-        mask = best > confident
-        if not mask.any():
-            mask = best >= np.sort(best)[-min(100, len(best))]  # no confident anchor: the top ones
-        score_d.append(np.abs(cs[mask].max(1) - best[mask]))
-        box_d.append(np.abs(cb[mask] - rb[mask]).mean(1))
-        a, b = ref.astype(np.float64).ravel(), cand.astype(np.float64).ravel()
-        dots += float(a @ b)
-        na += float(a @ a)
-        nb += float(b @ b)
-    return HeadError(
-        float(np.concatenate(score_d).mean()),
-        float(np.concatenate(box_d).mean()),
-        dots / np.sqrt(na * nb) if na and nb else float("nan"),
-    )
-
-
-def run_outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], output: str) -> list[np.ndarray]:
-    from graphopt.verify import session
-
-    sess = session(model, optimize=True)
-    return [sess.run([output], feed)[0] for feed in feeds]
-
-
-def sensitivity(
-    quantizer: Quantizer,
-    candidates: list[str],
-    feeds: list[dict[str, np.ndarray]],
-    output: str,
-    head: str,
-    reference: list[np.ndarray],
-) -> list[dict[str, Any]]:
-    """Each candidate layer quantized alone: its effect on the head outputs, most harmful first."""
-    from tqdm import tqdm
-
-    rows = []
-    for name in tqdm(candidates, desc="sensitivity", unit="layer", disable=None, leave=False):
-        model = quantizer.quantize(nodes_to_quantize=[name])
-        err = head_error(reference, run_outputs(model, feeds, output), head)
-        rows.append({"node": name, **err.as_dict()})
-    rows.sort(key=lambda r: (-r["score_error"], -r["box_error_px"]))
-    for rank, row in enumerate(rows, 1):
-        row["rank"] = rank
-    return rows
-
-
-def map_loss(
-    float_model: onnx.ModelProto,
-    quant_model: onnx.ModelProto,
-    data_yaml: Path,
-    workdir: Path,
-    float_map: float | None = None,
-) -> tuple[float, float, float]:
-    """(float mAP50-95, int8 mAP50-95, loss in points) on a labeled data.yaml."""
-    from graphopt.evaluate import evaluate
-
-    if float_map is None:
-        onnx.save_model(float_model, str(workdir / "eval-float.onnx"))
-        float_map = evaluate(workdir / "eval-float.onnx", data_yaml, progress=False).map50_95
-    onnx.save_model(quant_model, str(workdir / "eval-int8.onnx"))
-    q_map = evaluate(workdir / "eval-int8.onnx", data_yaml, progress=False).map50_95
-    return float_map, q_map, 100.0 * (float_map - q_map)
 
 
 def require_images(count: int, skipped: list[str], wanted: int) -> None:

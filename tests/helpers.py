@@ -1,0 +1,88 @@
+"""Helpers shared by the tests (not a test module; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+COCO128 = SHARED / "data" / "coco128"
+YOLOV5N = SHARED / "models" / "yolov5n-coco.pt"
+YOLOV9T = SHARED / "models" / "yolov9t-ball.pt"
+VERIFY_IMAGE = COCO128 / "images" / "train2017" / "000000000368.jpg"
+FIXTURES = REPO / "tests" / "data"  # small checked-in ONNX models (tools/make_test_fixtures.py)
+ZOO_IMGSZ = 128
+
+
+def need_shared(path: Path) -> Path:
+    """Skip (with the reason) when the shared material is absent, as in a user's fresh clone."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent (real data lives in ../shared, present in CI)")
+    return path
+
+
+def need_pnnx() -> None:
+    """Skip unless pnnx's converter is installed (found without importing it: the package imports torch)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pnnx") is None:
+        pytest.skip("pnnx is not installed (pip install --no-deps pnnx)")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: object) -> CliResult:
+    """Run `graphopt ARGS` in-process through the real entry point (exit codes and error lines included)."""
+    from graphopt.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    sys.stdout.flush()
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def write_images(folder: Path, count: int, bad: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        cv2.imwrite(str(folder / f"img{i:02d}.jpg"), rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    for i in range(bad):
+        (folder / f"broken{i}.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+def write_video(path: Path, frames: int = 10, corrupt_frame: int | None = None) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+    for i in range(frames):
+        writer.write(np.full((96, 128, 3), i * 20, np.uint8))
+    writer.release()
+    if corrupt_frame is not None:
+        data = bytearray(path.read_bytes())
+        starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+        s = starts[corrupt_frame]
+        data[s + 2 : s + 200] = bytes(198)
+        path.write_bytes(bytes(data))
+    return path
