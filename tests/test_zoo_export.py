@@ -95,3 +95,20 @@ def test_imgsz_must_be_a_stride_multiple(tmp_path: Path) -> None:
 
     with pytest.raises(GraphoptError, match="multiple of the model's largest stride"):
         export(BUILDERS["yolov8"](), tmp_path / "m.onnx", imgsz=100)
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_checked_in_fixtures_match_a_fresh_export(name: str, tmp_path: Path) -> None:
+    """tests/data/*.onnx (what the torch-free tests use) are the zoo's export today; rewrite them with
+    tools/make_test_fixtures.py after a zoo change."""
+    from graphopt.model import load_model, op_histogram
+    from tests.helpers import FIXTURES
+    from tools.make_test_fixtures import IMGSZ, fixture_name
+
+    fresh = tmp_path / "fresh.onnx"
+    export(BUILDERS[name](), fresh, imgsz=IMGSZ)
+    committed = load_model(FIXTURES / fixture_name(name))
+    assert op_histogram(committed) == op_histogram(load_model(fresh))
+    x = {"images": np.random.default_rng(4).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)}
+    for a, b in zip(session(committed).run(None, x), session(load_model(fresh)).run(None, x), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)

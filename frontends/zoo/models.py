@@ -8,7 +8,10 @@ so that a second backbone (YOLOv9's auxiliary branch) can start from the input.
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -90,6 +93,19 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def _deterministic(build: Callable[..., YOLO]) -> Callable[..., YOLO]:
+    """Build under torch's RNG seeded with `seed` (restored afterwards): constructor-drawn values such as
+    conv biases then depend on the seed alone, not on whatever ran before in the process."""
+
+    @functools.wraps(build)
+    def wrapper(*args: Any, seed: int = 0, **kwargs: Any) -> YOLO:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build(*args, seed=seed, **kwargs)
+
+    return wrapper
+
+
 def _init(model: YOLO, seed: int) -> YOLO:
     torch.manual_seed(seed)
     for m in model.modules():
@@ -98,6 +114,7 @@ def _init(model: YOLO, seed: int) -> YOLO:
     return randomize_bn(model, seed)
 
 
+@_deterministic
 def yolov5_tiny(nc: int = 3, width: tuple[int, int, int, int] = (8, 16, 32, 64), seed: int = 0) -> YOLO:
     """YOLOv5 v6 topology (6x6 stem, C3, SPPF, PANet, anchor Detect) at a small width."""
     w0, w1, w2, w3 = width
@@ -132,6 +149,7 @@ def yolov5_tiny(nc: int = 3, width: tuple[int, int, int, int] = (8, 16, 32, 64),
     return _init(YOLO(layers, ZooMeta("yolov5", _names(nc))), seed)
 
 
+@_deterministic
 def yolov8_tiny(nc: int = 3, width: tuple[int, int, int, int] = (8, 16, 32, 64), seed: int = 0) -> YOLO:
     """YOLOv8 topology (C2f, SPPF, PAN, DFL anchor-free head) at a small width."""
     w0, w1, w2, w3 = width
@@ -194,6 +212,7 @@ def _gelan_layers(width: tuple[int, int, int, int]) -> list[tuple[From, nn.Modul
     ]
 
 
+@_deterministic
 def gelan_tiny(nc: int = 3, width: tuple[int, int, int, int] = (8, 16, 32, 64), seed: int = 0) -> YOLO:
     """YOLOv9 inference form (GELAN, RepConvN branches unfused) with a DFL head."""
     w2, w3 = width[2], width[3]
@@ -201,6 +220,7 @@ def gelan_tiny(nc: int = 3, width: tuple[int, int, int, int] = (8, 16, 32, 64), 
     return _init(YOLO(layers, ZooMeta("anchor-free", _names(nc))), seed)
 
 
+@_deterministic
 def yolov9_dual_tiny(nc: int = 3, width: tuple[int, int, int, int] = (8, 16, 32, 64), seed: int = 0) -> YOLO:
     """YOLOv9 training form with PGI: GELAN + auxiliary reversible branch (CBLinear/CBFuse) + DualDDetect.
 
