@@ -227,8 +227,39 @@ def _mixed_precision(
         return {"loss": points, "loss_score_points": points}
 
     order = [row["node"] for row in table]
-    kept, steps = sens.fit_budget(lambda floats: quantizer.quantize(exclude=floats), order, opts.budget, loss)
-    return kept, steps, table
+    groups = _with_activations(model)
+
+    def quantize_with(floats: list[str]) -> onnx.ModelProto:
+        return quantizer.quantize(exclude=[n for f in floats for n in groups.get(f, [f])])
+
+    kept, steps = sens.fit_budget(quantize_with, order, opts.budget, loss)
+    return [n for f in kept for n in groups.get(f, [f])], steps, table
+
+
+ACTIVATIONS = {"Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Mish", "Softplus"}
+
+
+def _with_activations(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Each conv with the activation that reads its output (SiLU's Sigmoid and Mul included): a layer
+    returns to float as a whole, or its int8 activation re-quantizes what the float conv kept."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    groups: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if node.op_type not in FEATURE_OPS:
+            continue
+        members = [node.name]
+        readers = consumers.get(node.output[0], [])
+        sigmoid = [r for r in readers if r.op_type == "Sigmoid"]
+        for r in readers:
+            if r.op_type in ACTIVATIONS:
+                members.append(r.name)
+            elif r.op_type == "Mul" and sigmoid and any(s.output[0] in r.input for s in sigmoid):
+                members.append(r.name)  # x * sigmoid(x): SiLU
+        groups[node.name] = members
+    return groups
 
 
 def _result(model: onnx.ModelProto, notes: list[str], details: dict[str, Any]) -> PassResult:
