@@ -26,6 +26,11 @@ def interleaved(
     return times
 
 
+def speedup(times: dict[str, list[float]], base: str, name: str) -> float:
+    """Median over rounds of base_ms / name_ms (per-round ratios cancel the machine's drift)."""
+    return float(statistics.median(b / m for b, m in zip(times[base], times[name], strict=True)))
+
+
 def summary(ms: list[float]) -> dict[str, float]:
     arr = np.asarray(ms)
     return {
@@ -43,6 +48,8 @@ def ort_runner(path: str, threads: int = 2, optimize: bool = True) -> tuple[Call
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # Idle pools of the other sessions spin on the 2 cores and bias interleaved runs: spinning off.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )

@@ -55,6 +55,8 @@ def split_images(yaml_path: Path, split: str = "val") -> list[Path]:
     entry = cfg.get(split) or cfg.get("val") or cfg.get("train")
     if not entry:
         raise GraphoptError(f"{yaml_path}: no '{split}' (or 'val'/'train') entry")
+    if not cfg.get(split):
+        split = "val" if cfg.get("val") else "train"
     root = dataset_root(yaml_path, cfg)
     images: list[Path] = []
     for item in entry if isinstance(entry, list) else [entry]:
@@ -71,19 +73,23 @@ def split_images(yaml_path: Path, split: str = "val") -> list[Path]:
     return images
 
 
-def resolve_images(path: str | Path) -> list[Path]:
-    """All image files named by `path` (folder, single image, or data.yaml); error if none."""
+def resolve_images(path: str | Path, split: str = "train") -> list[Path]:
+    """All image files named by `path`: a folder, one image, a YOLO list file (.txt, one image per line,
+    relative to its folder), or a data.yaml — whose `split` is used: `train` for what a pass fits on
+    (calibration, pruning recovery), `val` for what accuracy is reported on. Error if none."""
     p = Path(path)
     if not p.exists():
         raise GraphoptError(f"{p}: no such file or folder")
     if p.is_dir():
         images = images_in(p)
     elif p.suffix.lower() in (".yaml", ".yml"):
-        images = split_images(p)
+        images = split_images(p, split)
+    elif p.suffix.lower() == ".txt":
+        images = _list_file(p, p.parent)
     elif p.suffix.lower() in IMAGE_SUFFIXES:
         images = [p]
     else:
-        raise GraphoptError(f"{p}: expected an image folder, an image or a data.yaml")
+        raise GraphoptError(f"{p}: expected an image folder, an image, a list file (.txt) or a data.yaml")
     if not images:
         raise GraphoptError(f"{p}: no images found")
     return images

@@ -61,7 +61,7 @@ def check_opset(model: onnx.ModelProto, name: str = "the model") -> None:
     if opset is not None and opset < MIN_OPSET:
         raise GraphoptError(
             f"{name}: opset {opset} is older than graphopt's passes support (>= {MIN_OPSET}); re-export it with "
-            "a newer opset, or upgrade it: python -c \"import onnx, onnx.version_converter as v; "
+            'a newer opset, or upgrade it: python -c "import onnx, onnx.version_converter as v; '
             "onnx.save(v.convert_version(onnx.load('IN.onnx'), 13), 'OUT.onnx')\""
         )
 
@@ -226,6 +226,8 @@ def default_opset(model: onnx.ModelProto) -> int | None:
 
 def summarize(model: onnx.ModelProto) -> dict[str, Any]:
     """What `graphopt inspect --json` prints (keys are a contract)."""
+    from graphopt.macs import macs_summary
+
     ops = op_histogram(model)
     sig = io_signature(model)
     return {
@@ -236,6 +238,7 @@ def summarize(model: onnx.ModelProto) -> dict[str, Any]:
         "outputs": sig["outputs"],
         "opset": default_opset(model),
         "metadata": read_metadata(model),
+        **macs_summary(model),
     }
 
 
@@ -246,9 +249,14 @@ def diff_summaries(a: dict[str, Any], b: dict[str, Any], size_a: int, size_b: in
         return {"a": x, "b": y, "delta": y - x}
 
     ops = sorted(set(a["ops"]) | set(b["ops"]))
+    by_op = sorted(set(a.get("macs_by_op", {})) | set(b.get("macs_by_op", {})))
     return {
         "ops": {op: row(a["ops"].get(op, 0), b["ops"].get(op, 0)) for op in ops},
         "nodes": row(a["nodes"], b["nodes"]),
         "params": row(a["params"], b["params"]),
+        "macs": row(a.get("macs", 0), b.get("macs", 0)),
+        "macs_by_op": {
+            op: row(a.get("macs_by_op", {}).get(op, 0), b.get("macs_by_op", {}).get(op, 0)) for op in by_op
+        },
         "size_bytes": row(size_a, size_b),
     }

@@ -174,6 +174,8 @@ class Pipeline:
                 kind, text = REQUIREMENTS[need]
                 if kind == "data" and need == "calibration_data" and not self.feeds.images:
                     raise GraphoptError(f"pass '{step.spec.name}' needs {text}")
+                if kind.startswith("package:") and not all(map(_installed, kind[8:].split(","))):
+                    raise GraphoptError(f"pass '{step.spec.name}' with these options needs {text}")
 
     def run(self, model: onnx.ModelProto) -> PipelineResult:
         check_opset(model)
@@ -187,7 +189,9 @@ class Pipeline:
         reports = []
         for step in self.steps:
             report, current, outputs = self._apply(step, current, feeds, reference)
-            if outputs is not None and (not step.spec.lossless or step.spec.compare is not None):
+            if outputs is not None and (
+                not step.spec.is_lossless(step.options) or step.spec.compare is not None
+            ):
                 # later lossless passes are held to the lossy result, or to the new kind of outputs
                 reference = outputs
             elif reference is not None and report.removed_outputs:
@@ -216,7 +220,7 @@ class Pipeline:
             write_metadata(new, result.metadata)
         report = PassReport(
             name=spec.name,
-            lossless=spec.lossless,
+            lossless=spec.is_lossless(step.options),
             changed=result.changed,
             ops_before=ops_before,
             ops_after=op_histogram(new),
@@ -239,16 +243,22 @@ class Pipeline:
             else:
                 cmp = compare(reference, outputs, self.atol, self.rtol)
             report.verification = cmp.as_dict() | {"atol": self.atol, "rtol": self.rtol}
-            if spec.lossless and not cmp.ok:
+            if report.lossless and not cmp.ok:
                 raise VerificationError(
                     f"pass '{spec.name}' is registered lossless but changed the outputs: "
                     f"max abs err {cmp.max_abs:.3g}, max rel err {cmp.max_rel:.3g} "
                     f"(worst output '{cmp.worst_output}'; tolerance atol={self.atol:g}, rtol={self.rtol:g}; "
                     f"{cmp.reason}); nothing was written"
                 )
-            if not spec.lossless:
+            if not report.lossless:
                 report.verification["cosine"] = cosine_of_outputs(reference, outputs)
         return report, new, outputs
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _check_graph_requirements(spec: PassSpec, options: Options, model: onnx.ModelProto) -> None:

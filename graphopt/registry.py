@@ -22,6 +22,7 @@ REQUIREMENTS: dict[str, tuple[str, str]] = {
     "calibration_data": ("data", "calibration images (--data FOLDER, IMAGE or data.yaml)"),
     "static_input_shape": ("graph", "a static input shape (export with a fixed --imgsz)"),
     "static_output_shapes": ("graph", "static output shapes (run simplify before it)"),
+    "torch": ("package:torch,onnx2torch", "PyTorch and onnx2torch: pip install 'graphopt[torch]'"),
 }
 
 
@@ -59,12 +60,15 @@ Requires = tuple[str, ...] | Callable[[Any], tuple[str, ...]]
 class PassSpec:
     name: str
     fn: PassFn
-    lossless: bool
+    lossless: bool | Callable[[Any], bool]  # a lossy pass may have a lossless mode (prune.dead_only)
     description: str
     options: type[Options]
     requires: Requires = ()
     # For passes that change what the outputs are (e.g. NMS in the graph): how "unchanged" is judged.
     compare: CompareFn | None = None
+
+    def is_lossless(self, options: Options) -> bool:
+        return bool(self.lossless(options) if callable(self.lossless) else self.lossless)
 
     def requirements(self, options: Options) -> tuple[str, ...]:
         return tuple(self.requires(options) if callable(self.requires) else self.requires)
@@ -76,7 +80,7 @@ _REGISTRY: dict[str, PassSpec] = {}
 def register(
     name: str,
     *,
-    lossless: bool,
+    lossless: bool | Callable[[Any], bool],
     description: str | None = None,
     options: type[Options] = Options,
     requires: Requires = (),
@@ -88,11 +92,15 @@ def register(
     if not callable(requires):
         unknown = [r for r in requires if r not in REQUIREMENTS]
         if unknown:
-            raise TypeError(f"pass '{name}': unknown requirement(s) {unknown} (known: {sorted(REQUIREMENTS)})")
+            raise TypeError(
+                f"pass '{name}': unknown requirement(s) {unknown} (known: {sorted(REQUIREMENTS)})"
+            )
 
     def decorator(fn: PassFn) -> PassFn:
         if name in _REGISTRY and _REGISTRY[name].fn is not fn:
-            raise GraphoptError(f"a pass named '{name}' is already registered ({_REGISTRY[name].fn.__module__})")
+            raise GraphoptError(
+                f"a pass named '{name}' is already registered ({_REGISTRY[name].fn.__module__})"
+            )
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = PassSpec(
             name=name,

@@ -18,7 +18,17 @@ def test_inspect_json_matches_independent_count(demo_model: Path) -> None:
     result = run_cli("inspect", demo_model, "--json")
     assert result.code == 0, result.err
     data = json.loads(result.out)
-    assert set(data) == {"ops", "nodes", "params", "inputs", "outputs", "opset", "metadata"}
+    assert set(data) == {
+        "ops",
+        "nodes",
+        "params",
+        "inputs",
+        "outputs",
+        "opset",
+        "metadata",
+        "macs",
+        "macs_by_op",
+    }
     model = onnx.load(str(demo_model))
     assert data["ops"] == dict(Counter(n.op_type for n in model.graph.node))
     assert data["nodes"] == len(model.graph.node)
@@ -45,7 +55,7 @@ def test_optimize_then_diff(demo_model: Path, tmp_path: Path) -> None:
     assert rep["after"]["nodes"] < rep["before"]["nodes"]
 
     diff = json.loads(run_cli("diff", demo_model, out, "--json").out)
-    assert set(diff) == {"ops", "nodes", "params", "size_bytes"}
+    assert set(diff) == {"ops", "nodes", "params", "size_bytes", "macs", "macs_by_op"}
     assert diff["ops"]["Identity"] == {"a": 1, "b": 0, "delta": -1}
     assert diff["nodes"]["delta"] == rep["after"]["nodes"] - rep["before"]["nodes"]
     table = run_cli("diff", demo_model, out)
@@ -153,7 +163,7 @@ def _assert_user_error(result: object, fragment: str) -> None:
         (["--passes", "simplify", "--set", "simplify"], "bad --set"),
         (["--passes", "simplify", "--set", "simplify.nope=1"], "has no option 'nope'"),
         (["--passes", "simplify", "--set", "simplify.fuse_bn=perhaps"], "expects true or false"),
-        (["--passes", "simplify", "--set", "prune.x=1"], "unknown pass 'prune'"),
+        (["--passes", "simplify", "--set", "shrink.x=1"], "unknown pass 'shrink'"),
         (["--passes", "simplify", "--set", "fold-bn.keep=1"], "not in this pipeline"),
         ([], "exactly one of --passes or --recipe"),
         (["--passes", "simplify", "--recipe", "simplify"], "exactly one of --passes or --recipe"),
