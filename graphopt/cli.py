@@ -269,7 +269,7 @@ def _parse_imgsz(text: str) -> int | tuple[int, int]:
 @click.argument("checkpoint", metavar="CKPT")
 @click.option("-o", "--output", help="Output .onnx [CKPT's name with .onnx, in the current folder].")
 @click.option(
-    "--imgsz", default="640", show_default=True, help="Input size: N or H,W (multiple of the stride)."
+    "--imgsz", default=None, help="Input size: N or H,W (multiple of the stride) [640; a .cfg's own]."
 )
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(11, 21), help="ONNX opset.")
 @click.option(
@@ -277,24 +277,65 @@ def _parse_imgsz(text: str) -> int | tuple[int, int]:
 )
 @click.option("--trust", is_flag=True, help="Allow full unpickling, which runs code from the file.")
 @click.option("--data", help="Verify on a real image: an image, or the first of a folder or data.yaml.")
+@click.option("--weights", "darknet_weights", help="Darknet: the .weights file of a .cfg CKPT.")
+@click.option("--names", "names_file", help="Darknet: class names, one per line (a .names file).")
+@click.option(
+    "--decode",
+    type=click.Choice(["darknet", "scaled"]),
+    default="darknet",
+    show_default=True,
+    help="Darknet: the yolo layer's decode — Darknet's, from the cfg; or PyTorch_YOLOv4's (scaled).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 def export(
     checkpoint: str,
     output: str | None,
-    imgsz: str,
+    imgsz: str | None,
     opset: int,
     repo: str | None,
     trust: bool,
     data: str | None,
+    darknet_weights: str | None,
+    names_file: str | None,
+    decode: str,
     as_json: bool,
 ) -> None:
-    """Export a trained checkpoint to ONNX once, as trained (BN and Rep branches kept), verified against torch."""
+    """Export a trained checkpoint (or a Darknet .cfg + .weights) to ONNX once, as trained (BN and Rep
+    branches kept), verified."""
     from graphopt.data import resolve_images
     from graphopt.report import print_export
 
-    size = _parse_imgsz(imgsz)
+    size = _parse_imgsz(imgsz) if imgsz else None
     image = resolve_images(data)[0] if data else None
     out = output or Path(checkpoint).with_suffix(".onnx").name
+    if Path(checkpoint).suffix.lower() == ".weights":
+        raise GraphoptError(
+            f"{checkpoint}: Darknet weights; give the .cfg first: graphopt export MODEL.cfg --weights {checkpoint}"
+        )
+    if Path(checkpoint).suffix.lower() == ".cfg":
+        if not darknet_weights:
+            raise GraphoptError(f"{checkpoint}: a Darknet .cfg needs its weights: --weights MODEL.weights")
+        from frontends.darknet import export_darknet
+
+        _note_inputs(checkpoint, darknet_weights, names_file, image)
+        _check_outputs(("output model", out))
+        result = export_darknet(
+            checkpoint,
+            darknet_weights,
+            out,
+            imgsz=size,
+            names=names_file,
+            decode=decode,
+            opset=opset,
+            image=image,
+        )
+        if as_json:
+            _echo_json(result)
+        else:
+            print_export(result)
+        return
+    if darknet_weights or names_file:
+        raise GraphoptError("--weights and --names are for a Darknet .cfg; a .pt holds its own")
     _note_inputs(checkpoint, image)
     _check_outputs(("output model", out))
     try:
@@ -303,7 +344,9 @@ def export(
         from frontends import export as export_checkpoint
     except ImportError as exc:
         raise GraphoptError("graphopt export needs PyTorch: pip install 'graphopt[torch]'") from exc
-    report = export_checkpoint(checkpoint, out, imgsz=size, opset=opset, repo=repo, trust=trust, image=image)
+    report = export_checkpoint(
+        checkpoint, out, imgsz=size or 640, opset=opset, repo=repo, trust=trust, image=image
+    )
     if as_json:
         _echo_json(report.as_dict())
     else:
@@ -317,24 +360,39 @@ def export(
     "--imgsz", type=POSITIVE_INT, default=None, help="Input size for models with a dynamic input [640]."
 )
 @backend_options
+@click.option("--plots", "plots_dir", help="Write per_class.md and pr_curve.png (IoU 0.5) into this folder.")
 @click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help="Print JSON: map50, map50_95, precision, recall, images, instances, …",
+    help="Print JSON: map50, map50_95, precision, recall, images, instances, per_class, timing_ms, …",
 )
 def eval_command(
-    model: str, data: str, imgsz: int | None, backend: str | None, threads: int | None, as_json: bool
+    model: str,
+    data: str,
+    imgsz: int | None,
+    backend: str | None,
+    threads: int | None,
+    plots_dir: str | None,
+    as_json: bool,
 ) -> None:
     """mAP50 and mAP50-95 (COCO-style, pycocotools) of MODEL on a YOLO dataset, with precision/recall."""
     from graphopt.evaluate import evaluate
     from graphopt.report import print_eval
 
-    result = evaluate(model, data, backend=backend, imgsz=imgsz, threads=threads).as_dict()
+    _note_inputs(model, data)
+    if plots_dir and Path(plots_dir).exists() and not Path(plots_dir).is_dir():
+        raise GraphoptError(f"{plots_dir}: --plots takes a folder, and this is a file")
+    evaluated = evaluate(model, data, backend=backend, imgsz=imgsz, threads=threads)
+    result = evaluated.as_dict()
+    if plots_dir:
+        from graphopt.eval_plots import write_plots
+
+        result["plots"] = [str(p) for p in write_plots(evaluated, Path(plots_dir))]
     if as_json:
         _echo_json(result)
     else:
-        print_eval(result)
+        print_eval(result, per_class=bool(plots_dir))
 
 
 @cli.command()
@@ -417,6 +475,103 @@ def detect(
         print_detect(result)
 
 
+@cli.command("compile")
+@click.argument("model", required=False, metavar="[CKPT_OR_ONNX]")
+@click.option(
+    "--target",
+    type=click.Choice(["x86-ort", "pi5-ort", "pi5-ncnn"]),
+    default=None,
+    help="What the artifact runs on [pi5-ort on an Arm machine, else x86-ort].",
+)
+@click.option("-o", "--output", help="Output folder [compiled-TARGET].")
+@click.option("--data", help="data.yaml: calibrate on its train split, report mAP on its val split.")
+@click.option(
+    "--prune", "prune_macs", type=FiniteFloat(0.0, 1.0, lo_open=True), help="Prune to this MACs fraction."
+)
+@click.option(
+    "--budget", type=NON_NEGATIVE, help="int8: keep layers float until the loss is ≤ this (points)."
+)
+@click.option("--imgsz", type=POSITIVE_INT, default=None, help="Export size for a .pt [640].")
+@click.option("--image", help="Sample image (annotated, and timed) [the bundled bus.jpg].")
+@click.option("--baseline", help="Another ONNX timed (and scored) in the same run, e.g. a peer's export.")
+@click.option(
+    "--rounds", type=POSITIVE_INT, default=20, show_default=True, help="Interleaved latency rounds."
+)
+@click.option(
+    "--search", is_flag=True, help="Evaluate a grid (input size × prune × int8) and pick within --budget."
+)
+@click.option("--repo", help="Training repo checkout the checkpoint needs (as for export).")
+@click.option("--trust", is_flag=True, help="Allow full unpickling of the checkpoint (runs code from it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def compile_command(
+    model: str | None,
+    target: str | None,
+    output: str | None,
+    data: str | None,
+    prune_macs: float | None,
+    budget: float | None,
+    imgsz: int | None,
+    image: str | None,
+    baseline: str | None,
+    rounds: int,
+    search: bool,
+    repo: str | None,
+    trust: bool,
+    as_json: bool,
+) -> None:
+    """Checkpoint or ONNX → deployable artifacts for a target, with report.md/json, a plot and a sample image.
+
+    With no model, compiles the bundled YOLOv5n (COCO) and calibrates on 32 bundled COCO images.
+    """
+    from graphopt import compile as compiler
+    from graphopt.data import resolve_images
+    from graphopt.report import print_compile
+
+    name = target or compiler.default_target()
+    source = Path(model) if model else compiler.DEFAULT_MODEL
+    sample = Path(image) if image else compiler.DEFAULT_IMAGE
+    out = Path(output or f"compiled-{name}")
+    if not source.is_file():
+        raise GraphoptError(f"{source}: no such file")
+    if source.suffix.lower() not in (".pt", ".pth", ".onnx"):
+        raise GraphoptError(f"{source}: expected a .pt checkpoint or an .onnx model")
+    if source.suffix.lower() == ".onnx":
+        from graphopt.model import check_opset, load_model
+
+        check_opset(load_model(source), str(source))  # a broken model fails before any stage runs
+    if data:
+        resolve_images(data)  # a bad --data fails now, not after the export
+    _note_inputs(source, sample, data, baseline)
+    for p in (source, sample, baseline):
+        if p and Path(out).resolve() in Path(p).resolve().parents:
+            raise GraphoptError(f"{out}: the output folder holds an input ({p}); choose another -o")
+    opts = compiler.CompileOptions(
+        source=source,
+        target=compiler.TARGETS[name],
+        out=out,
+        data=data,
+        prune=prune_macs,
+        budget=budget,
+        imgsz=imgsz,
+        image=sample,
+        baseline=Path(baseline) if baseline else None,
+        rounds=rounds,
+        trust=trust,
+        repo=repo,
+        progress=not as_json,
+    )
+    if search:
+        from graphopt.compile_search import search as run_search
+
+        report = run_search(opts, budget if budget is not None else 1.0)
+    else:
+        report = compiler.Compiler(opts).run()
+    if as_json:
+        _echo_json(report)
+    else:
+        print_compile(report)
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--to", "target", type=click.Choice(["ncnn"]), required=True, help="Target format.")
@@ -463,7 +618,7 @@ def list_passes(as_json: bool) -> None:
         passes.append(
             {
                 "name": s.name,
-                "lossless": s.lossless,
+                "lossless": s.is_lossless(defaults),
                 "description": s.description,
                 "options": {k: d["default"] for k, d in details.items()},
                 "option_details": details,
@@ -518,7 +673,9 @@ def main(argv: list[str] | None = None) -> None:
     except _user_errors() as exc:
         _fail(f"error: {exc}", 2, debug)
     except click.ClickException as exc:
-        _fail(f"error: {exc.format_message()}", 2 if isinstance(exc, click.UsageError) else exc.exit_code, debug)
+        _fail(
+            f"error: {exc.format_message()}", 2 if isinstance(exc, click.UsageError) else exc.exit_code, debug
+        )
     except (KeyboardInterrupt, click.Abort):
         _fail("error: interrupted", 130, debug)
     except Terminated:
@@ -541,7 +698,9 @@ def main(argv: list[str] | None = None) -> None:
         hint = MISSING_EXTRA.get((exc.name or "").split(".")[0])
         if hint is None:
             _internal(exc, debug)
-        _fail(f"error: this command needs '{exc.name}', which is not installed: pip install '{hint}'", 2, debug)
+        _fail(
+            f"error: this command needs '{exc.name}', which is not installed: pip install '{hint}'", 2, debug
+        )
     except Exception as exc:  # noqa: BLE001 - a bug: one line unless --debug
         _internal(exc, debug)
     finally:
@@ -561,6 +720,8 @@ MISSING_EXTRA = {
     "pnnx": "graphopt[pnnx]",
     "ncnn": "graphopt[ncnn]",
     "torch": "graphopt[torch]",
+    "onnx2torch": "graphopt[torch]",
+    "matplotlib": "graphopt[compiler]",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ class EvalResult:
     problems: list[str]
     seconds: float
     settings: dict[str, Any]
+    per_class: list[dict[str, Any]] = field(default_factory=list)  # name, instances, ap50, ap50_95
+    pr_curve: dict[str, list[float]] = field(default_factory=dict)  # IoU 0.5, mean over classes
+    timing_ms: dict[str, float] = field(default_factory=dict)  # mean per image: pre, infer, post
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +51,8 @@ class EvalResult:
             "skipped_labels": self.skipped_labels,
             "problems": self.problems,
             "seconds": round(self.seconds, 2),
+            "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
+            "per_class": self.per_class,
             **self.settings,
         }
 
@@ -119,6 +124,7 @@ def evaluate(
     sizes: dict[int, tuple[int, int]] = {}
     results: list[dict[str, Any]] = []
     skipped: list[str] = []
+    timings: list[dict[str, float]] = []
     for image_id, item in enumerate(tqdm(ds.items, desc="eval", unit="img", disable=not progress or None)):
         frame = read_image(item.path)
         if frame is None:
@@ -126,6 +132,8 @@ def evaluate(
             continue
         sizes[image_id] = frame.shape[:2]
         det = detector(frame)
+        if det.timings_ms:
+            timings.append(det.timings_ms)
         for (x1, y1, x2, y2), score, cls in zip(det.boxes, det.scores, det.class_ids, strict=True):
             results.append(
                 {
@@ -144,6 +152,8 @@ def evaluate(
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         map50_95 = map50 = precision = recall = 0.0
+        per_class: list[dict[str, Any]] = []
+        pr_curve: dict[str, list[float]] = {}
         if results:
             dt = gt.loadRes(results)
             ev = COCOeval(gt, dt, "bbox")
@@ -152,6 +162,7 @@ def evaluate(
             ev.summarize()
             map50_95, map50 = float(ev.stats[0]), float(ev.stats[1])
             precision, recall = _precision_recall(ev)
+            per_class, pr_curve = _per_class(ev, ds, sizes)
     instances = sum(len(ds.items[i].labels) for i in sizes)
     return EvalResult(
         map50=map50,
@@ -164,6 +175,11 @@ def evaluate(
         skipped_labels=ds.skipped_labels,
         problems=problems,
         seconds=time.perf_counter() - start,
+        per_class=per_class,
+        pr_curve=pr_curve,
+        timing_ms={k: float(np.mean([t[k] for t in timings])) for k in ("pre", "infer", "post")}
+        if timings
+        else {},
         settings={
             "model": str(model),
             "data": str(data),
@@ -198,6 +214,38 @@ def _graph_nms_settings(metadata: dict[str, str]) -> tuple[dict[str, Any], str]:
         "number comparable with val.py"
     )
     return settings, note
+
+
+def _per_class(ev: Any, ds: Dataset, sizes: dict[int, tuple[int, int]]) -> tuple[list[dict[str, Any]], dict]:
+    """Per class with labels: AP50 and AP50-95 (COCOeval's accumulated precision, all areas, 100 boxes…
+    its last maxDets), and the mean precision-recall curve at IoU 0.5."""
+    prec = ev.eval["precision"]  # [iou thresholds, recall points, classes, areas, max dets]
+    counts: dict[int, int] = {}
+    for i in sizes:
+        for cls in ds.items[i].labels[:, 0].astype(int):
+            counts[int(cls)] = counts.get(int(cls), 0) + 1
+    rows, curves = [], []
+    for k, cat in enumerate(ev.params.catIds):
+        if not counts.get(cat):
+            continue
+        p = prec[:, :, k, 0, -1]
+        valid = p > -1
+        ap50_95 = float(p[valid].mean()) if valid.any() else 0.0
+        p50 = p[0]
+        ap50 = float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0
+        rows.append(
+            {
+                "class": ds.names.get(cat, str(cat)),
+                "id": cat,
+                "instances": counts[cat],
+                "ap50": ap50,
+                "ap50_95": ap50_95,
+            }
+        )
+        curves.append(np.where(p50 > -1, p50, 0.0))
+    curve = {"recall": [float(r) for r in ev.params.recThrs]}
+    curve["precision"] = [float(v) for v in np.mean(curves, axis=0)] if curves else []
+    return rows, curve
 
 
 def _precision_recall(ev: Any) -> tuple[float, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -36,6 +37,12 @@ def print_inspect(path: str, summary: dict[str, Any]) -> None:
     out = console()
     out.print(
         f"[bold]{path}[/]  opset {summary['opset']}  nodes {summary['nodes']:,}  params {summary['params']:,}"
+        f"  MACs {summary.get('macs', 0) / 1e9:.3f} G"
+        + (
+            " (" + ", ".join(f"{op} {m / 1e9:.3f} G" for op, m in summary["macs_by_op"].items()) + ")"
+            if len(summary.get("macs_by_op", {})) > 1
+            else ""
+        )
     )
     io = Table(title="inputs / outputs", title_justify="left")
     for col in ("", "name", "shape", "dtype"):
@@ -68,9 +75,12 @@ def print_diff(diff: dict[str, Any], a: str, b: str) -> None:
     for op, row in diff["ops"].items():
         table.add_row(op, str(row["a"]), str(row["b"]), _delta(row["delta"]))
     table.add_section()
-    for key, label in (("nodes", "nodes"), ("params", "params")):
+    for key, label in (("nodes", "nodes"), ("params", "params"), ("macs", "MACs")):
         row = diff[key]
         table.add_row(label, f"{row['a']:,}", f"{row['b']:,}", _delta(row["delta"]))
+    for op, row in diff.get("macs_by_op", {}).items():
+        if len(diff["macs_by_op"]) > 1:
+            table.add_row(f"MACs {op}", f"{row['a']:,}", f"{row['b']:,}", _delta(row["delta"]))
     row = diff["size_bytes"]
     table.add_row("file size", human_bytes(row["a"]), human_bytes(row["b"]), _delta(row["delta"]))
     console().print(table)
@@ -171,13 +181,16 @@ def print_export(r: dict[str, Any]) -> None:
     table.add_row("family", r["family"])
     table.add_row("input", f"images [1, 3, {r['imgsz'][0]}, {r['imgsz'][1]}] float32")
     for o in r["outputs"]:
-        main = "  (main branch)" if r["main_output"] == o["name"] else ""
+        main = "  (main branch)" if r.get("main_output") == o["name"] else ""
         table.add_row("output", f"{o['name']} {_shape(o['shape'])}{main}")
     table.add_row("opset", str(r["opset"]))
     table.add_row(
         "nodes", f"{sum(r['ops'].values())} (Conv {r['conv']}, BatchNormalization {r['batchnorm']})"
     )
-    table.add_row("verified", f"max abs diff vs torch {r['max_abs_diff']:.2e} on {r['verified_on']}")
+    if r.get("max_abs_diff") is None:
+        table.add_row("checked", f"onnxruntime on {r['verified_on']}: finite output of the declared shape")
+    else:
+        table.add_row("verified", f"max abs diff vs torch {r['max_abs_diff']:.2e} on {r['verified_on']}")
     table.add_row("time", f"{r['seconds']:.1f} s")
     out.print(table)
     for note in r["notes"]:
@@ -218,7 +231,7 @@ def _health(r: dict[str, Any]) -> str:
     return f"CPU temperature {temp}; throttled: {throttle}"
 
 
-def print_eval(r: dict[str, Any]) -> None:
+def print_eval(r: dict[str, Any], per_class: bool = False) -> None:
     out = console()
     table = Table(
         title=f"{r['model']} on {r['data']} ({r['backend']}, {r['imgsz'][0]}x{r['imgsz'][1]})",
@@ -235,6 +248,22 @@ def print_eval(r: dict[str, Any]) -> None:
         f"{r['map50_95']:.3f}",
     )
     out.print(table)
+    t = r.get("timing_ms") or {}
+    if t:
+        out.print(
+            f"per image: preprocess {t['pre']:.1f} ms, inference {t['infer']:.1f} ms, postprocess {t['post']:.1f} ms"
+        )
+    if per_class and r.get("per_class"):
+        classes = Table(title="per class", title_justify="left")
+        for col in ("class", "instances", "AP50", "AP50-95"):
+            classes.add_column(col, justify="left" if col == "class" else "right")
+        for row in sorted(r["per_class"], key=lambda x: -x["ap50_95"]):
+            classes.add_row(
+                row["class"], str(row["instances"]), f"{row['ap50']:.3f}", f"{row['ap50_95']:.3f}"
+            )
+        out.print(classes)
+    for p in r.get("plots", []):
+        out.print(f"wrote {p}")
     for p in r["problems"]:
         out.print(f"[yellow]warning:[/] {p}")
 
@@ -271,3 +300,60 @@ def print_detect(r: dict[str, Any]) -> None:
     out.print(_health(r))
     if r["saved_to"]:
         out.print(f"annotated output in {r['saved_to']}")
+
+
+def print_compile(r: dict[str, Any]) -> None:
+    out = console()
+    if "search" in r:
+        _print_search(out, r)
+        return
+    table = Table(title=f"{r['source']} → {r['target']} ({r['device']})", title_justify="left")
+    for col in ("stage", "nodes", "params", "MACs (G)", "ms", "speed", "mAP50-95", "time (s)"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for s in r["stages"]:
+        table.add_row(
+            s["stage"],
+            "–" if s["nodes"] is None else f"{s['nodes']:,}",
+            "–" if s["params"] is None else f"{s['params']:,}",
+            "–" if s["macs"] is None else f"{s['macs'] / 1e9:.3f}",
+            _ms(s["latency_ms"]),
+            "–" if s["speedup"] is None else f"{s['speedup']:.2f}×",
+            "–" if s["map50_95"] is None else f"{s['map50_95']:.4f}",
+            f"{s['seconds']:.1f}",
+        )
+    out.print(table)
+    lat = r.get("latency") or {}
+    if "final_vs_baseline" in lat:
+        out.print(f"final vs baseline ({r['baseline']['model']}): {lat['final_vs_baseline']:.2f}× (same run)")
+    if r.get("frame_ms"):
+        f = r["frame_ms"]
+        out.print(
+            f"one frame: preprocess {f['pre']:.1f} ms, inference {f['infer']:.1f} ms, postprocess {f['post']:.1f} ms"
+        )
+    if r.get("latency_note"):
+        out.print(f"[yellow]{r['latency_note']}[/]")
+    if r.get("sample"):
+        out.print(f"sample: {r['sample']} ({', '.join(r.get('sample_detections', [])) or 'no detections'})")
+    out.print(f"wrote {r['final']}, report.md, report.json, {Path(r['plot']).name if r.get('plot') else ''}")
+
+
+def _print_search(out: Console, r: dict[str, Any]) -> None:
+    table = Table(
+        title=f"search: {r['source']} → {r['target']} (budget {r['budget']} points)", title_justify="left"
+    )
+    for col in ("imgsz", "prune", "int8", "ms", "speed", "mAP50-95", "loss", "pareto", "chosen"):
+        table.add_column(col, justify="right")
+    for c in r["search"]:
+        table.add_row(
+            str(c["imgsz"]),
+            "–" if c["prune"] is None else f"{c['prune']}",
+            "yes" if c["int8"] else "no",
+            _ms(c["latency_ms"]),
+            f"{c['speedup']:.2f}×",
+            f"{c['map50_95']:.4f}",
+            f"{c['loss_points']:.2f}",
+            "●" if c["pareto"] else "",
+            "◀" if c["chosen"] else "",
+        )
+    out.print(table)
+    out.print(f"chosen: {r['chosen']}; wrote {r['plot']}, report.md, report.json")

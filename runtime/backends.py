@@ -35,7 +35,7 @@ def default_threads() -> int:
 class OrtBackend:
     name = "ort"
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, spinning: bool = True) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -48,6 +48,8 @@ class OrtBackend:
         opts.intra_op_num_threads = threads or default_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        if not spinning:  # several sessions timed in turns: idle pools would spin on the same cores
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
@@ -163,7 +165,10 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     return info
 
 
-def open_backend(model: str | Path, backend: str | None = None, threads: int | None = None) -> Backend:
+def open_backend(
+    model: str | Path, backend: str | None = None, threads: int | None = None, spinning: bool = True
+) -> Backend:
+    """`spinning=False`: onnxruntime's idle threads sleep (for timing several models in turns)."""
     p = Path(model)
     if not p.exists():
         raise RuntimeModelError(f"{p}: no such file or folder")
@@ -171,7 +176,7 @@ def open_backend(model: str | Path, backend: str | None = None, threads: int | N
     if kind == "ort":
         if p.is_dir():
             raise RuntimeModelError(f"{p}: a folder; the ort backend takes an .onnx file")
-        return OrtBackend(p, threads)
+        return OrtBackend(p, threads, spinning)
     if kind == "ncnn":
         if p.suffix == ".onnx":
             raise RuntimeModelError(

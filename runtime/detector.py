@@ -52,8 +52,9 @@ class Detector:
         max_det: int = 300,
         multi_label: bool = False,
         imgsz: int | tuple[int, int] | None = None,
+        spinning: bool = True,
     ) -> None:
-        self.backend = open_backend(model_path, backend, threads)
+        self.backend = open_backend(model_path, backend, threads, spinning)
         self.meta = parse_metadata(self.backend.metadata)
         self.conf, self.iou, self.max_det, self.multi_label = conf, iou, max_det, multi_label
         self.input_hw = self._input_hw(imgsz)

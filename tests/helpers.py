@@ -86,3 +86,16 @@ def write_video(path: Path, frames: int = 10, corrupt_frame: int | None = None) 
         data[s + 2 : s + 200] = bytes(198)
         path.write_bytes(bytes(data))
     return path
+
+
+def write_dataset(root: Path, count: int = 4, names: tuple[str, ...] = ("a", "b", "c")) -> Path:
+    """A small labeled YOLO dataset (random images, one box each): root/data.yaml, train = val."""
+    import yaml
+
+    write_images(root / "images" / "train", count)
+    (root / "labels" / "train").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (root / "labels" / "train" / f"img{i:02d}.txt").write_text(f"{i % len(names)} 0.5 0.5 0.3 0.3\n")
+    cfg = {"path": ".", "train": "images/train", "val": "images/train", "names": dict(enumerate(names))}
+    (root / "data.yaml").write_text(yaml.safe_dump(cfg))
+    return root / "data.yaml"

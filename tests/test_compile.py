@@ -1,0 +1,149 @@
+"""`graphopt compile`: stages, artifacts, report, sample and plot; the search grid; errors — on the
+checked-in fixtures (no torch). The bundled default model's run is in tests/test_real_compile.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import onnx
+import pytest
+
+from tests.helpers import need_pnnx, run_cli, sha256, write_dataset
+
+
+@pytest.fixture
+def model(zoo_onnx, tmp_path: Path) -> Path:  # noqa: ANN001
+    src = tmp_path / "in" / "yolov5.onnx"
+    src.parent.mkdir()
+    src.write_bytes(Path(zoo_onnx("yolov5")).read_bytes())
+    return src
+
+
+def test_compile_x86_ort_writes_every_artifact(model: Path, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "ds", 8)
+    before = sha256(model)
+    out = tmp_path / "out"
+    r = run_cli("compile", model, "--target", "x86-ort", "-o", out, "--data", data, "--rounds", "3", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert [s["stage"] for s in report["stages"]] == ["input", "lossless", "int8", "fuse-nms"]
+    assert sha256(model) == before  # the input is never written
+    for name in ("model.onnx", "report.json", "report.md", "sample.jpg", "latency_vs_map.png"):
+        assert (out / name).is_file(), name
+    final = onnx.load(str(out / "model.onnx"))
+    assert [o.name for o in final.graph.output] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
+    assert json.loads((out / "report.json").read_text())["final"] == str(out / "model.onnx")
+    assert cv2.imread(str(out / "sample.jpg")) is not None
+    for s in report["stages"]:
+        assert s["latency_ms"] > 0 and s["speedup"] > 0 and s["map50_95"] is not None
+    lossless = report["stages"][1]
+    assert lossless["accuracy_from"] == "input" and lossless["map50_95"] == report["stages"][0]["map50_95"]
+    assert "int8" in report["stages"][2]["stage"] and "train split" in report["calibration"]
+    assert set(report["frame_ms"]) == {"pre", "infer", "post"}
+    assert report["latency"]["spinning"] is False and report["latency_note"] is None
+    md = (out / "report.md").read_text()
+    assert "| fuse-nms |" in md and "preprocess" in md
+
+
+def test_compile_pi5_ort_says_latency_is_from_this_host(model: Path, tmp_path: Path) -> None:
+    r = run_cli("compile", model, "--target", "pi5-ort", "-o", tmp_path / "o", "--rounds", "2", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert "not on the Raspberry Pi 5" in report["latency_note"]
+    assert "bundled" in report["calibration"] and report["accuracy_data"] is None
+    assert all(s["map50_95"] is None for s in report["stages"])
+    assert report["stages"][2]["notes"][0].startswith("calibrated on graphopt's 32 bundled")
+
+
+def test_compile_pi5_ncnn_converts(model: Path, tmp_path: Path) -> None:
+    need_pnnx()
+    out = tmp_path / "o"
+    r = run_cli("compile", model, "--target", "pi5-ncnn", "-o", out, "--rounds", "2", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert [s["stage"] for s in report["stages"]] == ["input", "lossless", "convert"]
+    assert report["stages"][-1]["backend"] == "ncnn" and (out / "ncnn" / "1-lossless.ncnn.param").is_file()
+    assert any("NCNN int8 is not produced" in n for n in report["stages"][-1]["notes"])
+
+
+def test_compile_prune_and_baseline(model: Path, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "ds", 8)
+    r = run_cli(
+        "compile", model, "-o", tmp_path / "o", "--data", data, "--prune", "0.9", "--baseline", model,
+        "--rounds", "2", "--json",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert "prune" in [s["stage"] for s in report["stages"]]
+    assert report["latency"]["final_vs_baseline"] > 0 and "map50_95" in report["baseline"]
+
+
+def test_compile_search_picks_within_budget(model: Path, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "ds", 8)
+    out = tmp_path / "o"
+    r = run_cli(
+        "compile", model, "-o", out, "--data", data, "--search", "--budget", "100", "--rounds", "2", "--json"
+    )
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    rows = report["search"]
+    assert len(rows) == 6 and {(c["prune"], c["int8"]) for c in rows} == {
+        (p, q) for p in (None, 0.85, 0.7) for q in (False, True)
+    }
+    chosen = [c for c in rows if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["latency_ms"] == min(
+        c["latency_ms"] for c in rows
+    )  # budget 100: all fit
+    assert any(c["pareto"] for c in rows)
+    for c in rows:  # nothing on the front is beaten on both axes
+        if c["pareto"]:
+            assert not any(o["latency_ms"] < c["latency_ms"] and o["map50_95"] > c["map50_95"] for o in rows)
+    assert (out / "pareto.png").is_file() and (out / "model.onnx").is_file()
+    r = run_cli("compile", model, "-o", tmp_path / "o2", "--search")
+    assert r.code == 2 and "--search scores every configuration" in r.err
+
+
+def test_compile_errors(model: Path, tmp_path: Path) -> None:
+    r = run_cli("compile", tmp_path / "missing.pt", "-o", tmp_path / "o")
+    assert r.code == 2 and "no such file" in r.err
+    r = run_cli("compile", model, "--target", "arm-tflite")
+    assert r.code == 2 and "Invalid value for '--target'" in r.err
+    r = run_cli("compile", model, "-o", model.parent)
+    assert r.code == 2 and "holds an input" in r.err
+    r = run_cli("compile", model, "-o", tmp_path / "o", "--prune", "0")
+    assert r.code == 2
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    r = run_cli("compile", bad, "-o", tmp_path / "o3")
+    assert r.code == 2 and "not a valid ONNX model" in r.err and not (tmp_path / "o3").exists()
+
+
+def test_eval_plots_per_class_table_and_pr_curve(model: Path, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "ds", 6)
+    plots = tmp_path / "plots"
+    r = run_cli("eval", model, "--data", data, "--plots", plots, "--json")
+    assert r.code == 0, r.err
+    result = json.loads(r.out)
+    assert {row["class"] for row in result["per_class"]} == {"a", "b", "c"}
+    assert all(
+        row["instances"] == 2 and 0 <= row["ap50_95"] <= row["ap50"] <= 1 for row in result["per_class"]
+    )
+    assert set(result["timing_ms"]) == {"pre", "infer", "post"} and result["timing_ms"]["infer"] > 0
+    assert cv2.imread(str(plots / "pr_curve.png")) is not None
+    assert "| class | id | instances | AP50 | AP50-95 |" in (plots / "per_class.md").read_text()
+    r = run_cli("eval", model, "--data", data, "--plots", model)
+    assert r.code == 2 and "takes a folder" in r.err
+
+
+def test_a_failing_stage_stops_and_leaves_the_earlier_artifacts(model: Path, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "ds", 4)  # too few images to calibrate int8 (quantize wants ≥ 8)
+    out = tmp_path / "o"
+    r = run_cli("compile", model, "-o", out, "--data", data)
+    assert r.code == 2 and "compile stage 'int8' failed: quantize: only 4 calibration image(s)" in r.err
+    lines = r.err.strip().splitlines()  # progress lines, then the one error line
+    assert [ln for ln in lines if ln.startswith("error:")] == [lines[-1]]
+    assert (out / "stages" / "1-lossless.onnx").is_file() and not (out / "model.onnx").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert report["failed"]["stage"] == "int8" and [s["stage"] for s in report["stages"]] == ["input", "lossless"]
