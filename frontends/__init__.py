@@ -10,10 +10,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from frontends.exporter import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL, ExportReport, export_loaded
-from frontends.families import LoadedModel, load_checkpoint
-
 __all__ = ["ExportReport", "LoadedModel", "export", "load_checkpoint", "loaded_from_module"]
+
+# The exporter's defaults (frontends.exporter uses these): opset, and the torch-vs-onnxruntime tolerance.
+DEFAULT_OPSET = 17
+DEFAULT_ATOL = 1e-3
+DEFAULT_RTOL = 1e-5
+
+# torch is imported only by what needs it: `frontends.darknet` (no torch) imports this package too.
+_LAZY = {
+    "ExportReport": "frontends.exporter",
+    "export_loaded": "frontends.exporter",
+    "LoadedModel": "frontends.families",
+    "load_checkpoint": "frontends.families",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'frontends' has no attribute {name!r}")
 
 
 def loaded_from_module(
@@ -24,8 +42,9 @@ def loaded_from_module(
     strides: list[int] | None = None,
     output_names: list[str] | None = None,
     main_output: str | None = None,
-) -> LoadedModel:
+) -> Any:
     """Describe any torch.nn.Module for export; zoo models describe themselves (their `meta`)."""
+    from frontends.families import LoadedModel
     from frontends.families.common import InferenceOutputs, names_dict
 
     meta = getattr(module, "meta", None)
@@ -56,8 +75,11 @@ def export(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     **module_info: Any,
-) -> ExportReport:
-    """Export a checkpoint path or a torch.nn.Module to ONNX, verified against torch."""
+) -> Any:
+    """Export a checkpoint path or a torch.nn.Module to ONNX, verified against torch (an ExportReport)."""
+    from frontends.exporter import export_loaded
+    from frontends.families import load_checkpoint
+
     if isinstance(model, (str, Path)):
         loaded = load_checkpoint(model, repo=repo, trust=trust)
     else:

@@ -23,17 +23,15 @@ import numpy as np
 import onnx
 import torch
 
+# DEFAULT_ATOL/RTOL (the tolerance: |onnx - torch| <= atol + rtol * |torch|) and DEFAULT_OPSET live
+# in frontends/__init__ (torch-free). Box coordinates are pixels up to 640 and fp32 noise grows with
+# them (on 16 COCO128 images, torch fp32 itself differs from torch fp64 by up to 2.1e-3 px on
+# yolov5n), so the relative term covers boxes while atol holds scores in [0, 1].
+from frontends import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL  # noqa: F401 - re-exported
 from frontends.families import LoadedModel
 from graphopt.errors import GraphoptError, VerificationError
 from graphopt.model import op_histogram, save_model, write_metadata
 from runtime import metadata as keys
-
-DEFAULT_OPSET = 17
-# Tolerance: |onnx - torch| <= atol + rtol * |torch|. Box coordinates are pixels up to 640 and fp32
-# noise grows with them (on 16 COCO128 images, torch fp32 itself differs from torch fp64 by up to
-# 2.1e-3 px on yolov5n), so the relative term covers boxes while atol holds scores in [0, 1].
-DEFAULT_ATOL = 1e-3
-DEFAULT_RTOL = 1e-5
 
 
 @dataclass
@@ -221,7 +219,9 @@ def _verify(
     for name, g, r in zip(names, got, reference, strict=True):
         ref = r.numpy()
         if np.isnan(ref).any():
-            raise GraphoptError(f"the model's own output '{name}' contains NaN on this input; nothing to export")
+            raise GraphoptError(
+                f"the model's own output '{name}' contains NaN on this input; nothing to export"
+            )
         per_output[name] = float(abs_diff(g, ref).max())
         ok &= within(g, ref, atol, rtol)
     return per_output, ok

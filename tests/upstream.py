@@ -227,3 +227,63 @@ def repo_export(repo: Path, *args: str | Path, leaky: bool = False) -> str:
     if leaky:
         return run(repo, LEAKY_EXPORT, *args)
     return run(repo, EXPORT_SCRIPT, "export.py", *args)
+
+
+# PyTorch_YOLOv4: a Darknet model from the repo's cfg, random weights and randomized BN statistics,
+# written as real Darknet .weights by the repo's own save_weights; its eval-mode output on the given
+# inputs (a .npy batch) saved beside it.
+DARKNET_REFERENCE = """
+import numpy as np, torch
+from models.models import Darknet, save_weights
+cfg, weights, x_path, out_path, size, seed, pt_path, as_mish_cuda = sys.argv[1:9]
+torch.manual_seed(int(seed))
+model = Darknet(cfg, img_size=(int(size), int(size)))
+for m in model.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+        m.running_mean.uniform_(-0.1, 0.1)
+        m.running_var.uniform_(0.5, 1.5)
+        m.weight.data.uniform_(0.5, 1.5)
+        m.bias.data.uniform_(-0.1, 0.1)
+    elif isinstance(m, torch.nn.Conv2d):
+        torch.nn.init.normal_(m.weight, std=(1.0 / (m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3])) ** 0.5)
+model.eval()
+save_weights(model, weights)
+x = torch.from_numpy(np.load(x_path))
+with torch.no_grad():
+    y = model(x)[0]
+np.save(out_path, y.numpy())
+if pt_path:
+    if as_mish_cuda == "1":  # pickled where the CUDA extension was installed: `mish_cuda.MishCuda`
+        import types
+        mish_cuda = types.ModuleType("mish_cuda")
+        class MishCuda(torch.nn.Module):
+            def forward(self, x):
+                return x * torch.nn.functional.softplus(x).tanh()
+        MishCuda.__module__ = "mish_cuda"
+        mish_cuda.MishCuda = MishCuda
+        sys.modules["mish_cuda"] = mish_cuda
+        for parent in model.modules():
+            for name, child in list(parent.named_children()):
+                if type(child).__name__ == "Mish":
+                    setattr(parent, name, MishCuda())
+    torch.save(model, pt_path)  # as its train.py writes init.pt, and as models/export.py loads it
+print(len(model.module_list))
+"""
+
+
+def darknet_reference(
+    repo: Path,
+    cfg: str,
+    weights: Path,
+    x: np.ndarray,
+    work: Path,
+    seed: int = 0,
+    pt: Path | None = None,
+    mish_cuda: bool = False,
+) -> np.ndarray:
+    """The repo's Darknet(cfg) output on `x` [B,3,S,S], after writing its random weights to `weights`
+    (and, with `pt`, the pickled model; `mish_cuda`: its Mish layers pickled as mish_cuda.MishCuda)."""
+    x_path, out_path = work / f"{weights.stem}.x.npy", work / f"{weights.stem}.y.npy"
+    np.save(x_path, x)
+    run(repo, DARKNET_REFERENCE, cfg, weights, x_path, out_path, x.shape[-1], seed, pt or "", int(mish_cuda))
+    return np.load(out_path)

@@ -37,6 +37,7 @@ _YOLOV9_HINTS = {
     "CBFuse",
     "SPPELAN",
 }
+_PYTORCH_YOLOV4_HINTS = {"Darknet", "YOLOLayer", "FeatureConcat", "FeatureConcat_l", "WeightedFeatureFusion"}
 _YOLOV7_HINTS = {
     "IDetect",
     "IAuxDetect",
@@ -54,7 +55,9 @@ def detect_family(path: Path, globals_: list[str], unsafe: list[str]) -> str:
     """Family from the classes the pickle references (read without running code)."""
     if any(g.startswith("ultralytics.") for g in globals_):
         return "ultralytics"
-    repo_classes = {g.rsplit(".", 1)[1] for g in globals_ if g.startswith("models.")}
+    repo_classes = {g.rsplit(".", 1)[1] for g in globals_ if g.startswith(("models.", "utils."))}
+    if repo_classes & _PYTORCH_YOLOV4_HINTS:
+        return "pytorch-yolov4"
     if repo_classes & _YOLOV9_HINTS:
         return "yolov9-repo"
     if repo_classes & _YOLOV7_HINTS:
@@ -70,7 +73,7 @@ def detect_family(path: Path, globals_: list[str], unsafe: list[str]) -> str:
     shown = ", ".join(foreign[:5])
     raise GraphoptError(
         f"{path}: unknown checkpoint family (it references {shown}); supported: "
-        "YOLOv5, Ultralytics, WongKinYiu yolov7/yolov9 (--repo)"
+        "YOLOv5, Ultralytics, WongKinYiu yolov7/yolov9/PyTorch_YOLOv4 (--repo)"
     )
 
 
@@ -101,6 +104,10 @@ def read_checkpoint(path: str | Path, *, repo: str | Path | None = None, trust: 
         data = ultralytics.read(p, unsafe, trust)
     elif family == "yolov5" and repo_path is None:
         data = yolov5.read(p, unsafe, trust)
+    elif family == "pytorch-yolov4":
+        from frontends.families.pytorch_yolov4 import STANDINS
+
+        data = repo_family.read(p, family, unsafe, repo_path, trust, standins=STANDINS)
     else:
         data = repo_family.read(p, family, unsafe, repo_path, trust)
     return Checkpoint(p, family, globals_, unsafe, data, repo_path)
@@ -114,6 +121,10 @@ def load_checkpoint(path: str | Path, *, repo: str | Path | None = None, trust: 
     ckpt = read_checkpoint(path, repo=repo, trust=trust)
     if ckpt.family == "ultralytics":
         loaded = ultralytics.describe(ckpt.path, ckpt.data)
+    elif ckpt.family == "pytorch-yolov4":
+        from frontends.families import pytorch_yolov4
+
+        loaded = pytorch_yolov4.describe(ckpt.path, ckpt.data, ckpt.repo)  # type: ignore[arg-type]
     elif ckpt.repo is None:
         loaded = yolov5.describe(ckpt.path, ckpt.data)
     else:

@@ -27,7 +27,14 @@ _ANCHOR_HEADS = {"Detect", "IDetect", "IAuxDetect", "IBin"}
 _MULTI_OUTPUT = {"DualDDetect": 2, "DualDetect": 2, "TripleDDetect": 3, "TripleDetect": 3}
 
 
-def read(path: Path, family: str, unsafe: list[str], repo: Path | None, trust: bool) -> dict[str, Any]:
+def read(
+    path: Path,
+    family: str,
+    unsafe: list[str],
+    repo: Path | None,
+    trust: bool,
+    standins: dict[str, type] | None = None,
+) -> dict[str, Any]:
     if repo is None:
         raise GraphoptError(
             f"{path}: a {family} checkpoint needs its training code: pass --repo PATH_TO_CHECKOUT (and --trust)"
@@ -35,7 +42,7 @@ def read(path: Path, family: str, unsafe: list[str], repo: Path | None, trust: b
     if not trust:
         raise refuse_untrusted(path, unsafe)
     with contextlib.redirect_stdout(sys.stderr):  # repo code prints; stdout may carry --json
-        return full_load(path, repo)
+        return full_load(path, repo, standins)
 
 
 def describe(path: Path, family: str, ckpt: dict[str, Any], repo: Path) -> LoadedModel:
