@@ -14,7 +14,7 @@ Latency: onnxruntime sessions with thread spinning off (several sessions in one 
 bias each other), median of per-round ratios against the baseline. Models with NMS in the graph are
 timed with it; the others without their host NMS (a few tenths of a ms here).
 
-    python benchmarks/compare.py [--rounds 30] [--write benchmarks/RESULTS.md] [--json]
+    python benchmarks/compare.py [--rounds 30] [--repeats 3] [--write benchmarks/RESULTS.md] [--json]
 
 Needs ../shared and graphopt[all]. About 15 minutes on the 2-core machine.
 """
@@ -22,9 +22,7 @@ Needs ../shared and graphopt[all]. About 15 minutes on the 2-core machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import io
 import json
 import os
 import platform
@@ -40,7 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.prune_yolov9 import ultralytics_export  # noqa: E402
+from benchmarks.prune import graphopt  # noqa: E402
+from benchmarks.prune_yolov9 import TORCHSCRIPT, ultralytics_export  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 SPLIT = SHARED / "data" / "coco128" / "split.yaml"
@@ -48,42 +47,23 @@ V5 = SHARED / "models" / "yolov5n-coco.pt"
 BALL = SHARED / "models" / "yolov9t-ball.pt"
 IMAGE = ROOT / "graphopt" / "assets" / "bus.jpg"
 
-YOLOV5_EXPORT = """
-import sys, runpy, torch
-_export = torch.onnx.export
-def _torchscript(*args, **kwargs):  # yolov5 predates torch 2.14's dynamo default
-    kwargs.setdefault("dynamo", False)
-    return _export(*args, **kwargs)
-torch.onnx.export = _torchscript
+YOLOV5_EXPORT = (
+    TORCHSCRIPT
+    + """
+import runpy
 sys.path.insert(0, ".")
 sys.argv = ["export.py", *sys.argv[1:]]
 runpy.run_path("export.py", run_name="__main__")
 """
+)
 
-ULTRALYTICS_NCNN = """
-import sys, torch
-_export = torch.onnx.export
-def _torchscript(*args, **kwargs):
-    kwargs.setdefault("dynamo", False)
-    return _export(*args, **kwargs)
-torch.onnx.export = _torchscript
+ULTRALYTICS_NCNN = (
+    TORCHSCRIPT
+    + """
 from ultralytics import YOLO
 print(YOLO(sys.argv[1]).export(format="ncnn", imgsz=640))
 """
-
-
-def graphopt(*args: object) -> dict[str, Any]:
-    from graphopt.cli import main
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            if exc.code:
-                raise RuntimeError(f"graphopt {' '.join(map(str, args))} failed ({exc.code})") from None
-    text = out.getvalue()
-    return json.loads(text[text.index("{") :]) if "{" in text else {}
+)
 
 
 def yolov5_export(work: Path) -> Path:
@@ -185,6 +165,9 @@ def ultralytics_ncnn(work: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="independent interleaved runs (orders alternate)"
+    )
     parser.add_argument("--write", type=Path, help="also write the markdown (and the plot beside it)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -270,14 +253,24 @@ def main() -> None:
                     row["map_from"], SPLIT, backend=row["backend"], threads=2, progress=False
                 ).map50_95
         timed = [(r["model"], r["path"], r["backend"]) for r in rows if r["path"] is not None]
-        times = time_models(timed, IMAGE, 2, args.rounds)
         first = rows[0]["model"]
-        for r in rows:
-            if r["model"] in times:
-                r["latency_ms"] = statistics.median(times[r["model"]])
-                r["speed_vs_baseline"] = statistics.median(
-                    a / b for a, b in zip(times[first], times[r["model"]], strict=True)
+        # Several independent interleaved runs, each in another model order: the spread between them
+        # is this shared machine's noise, printed beside each ratio.
+        ratios: dict[str, list[float]] = {}
+        latencies: dict[str, list[float]] = {}
+        for repeat in range(args.repeats):
+            order = timed if repeat % 2 == 0 else timed[::-1]
+            times = time_models(order, IMAGE, 2, args.rounds)
+            for name, ms in times.items():
+                latencies.setdefault(name, []).extend(ms)
+                ratios.setdefault(name, []).append(
+                    statistics.median(a / b for a, b in zip(times[first], ms, strict=True))
                 )
+        for r in rows:
+            if r["model"] in ratios:
+                r["latency_ms"] = statistics.median(latencies[r["model"]])
+                r["speed_vs_baseline"] = statistics.median(ratios[r["model"]])
+                r["speed_runs"] = ratios[r["model"]]
     seconds = time.perf_counter() - started
     for r in rows:
         r.pop("path", None)
@@ -285,31 +278,34 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    text = markdown(rows, seconds, args.rounds)
+    text = markdown(rows, seconds, args.rounds, args.repeats)
     print(text)
     if args.write:
         args.write.write_text(text)
         plot(rows, args.write.with_suffix(".png"))
 
 
-def markdown(rows: list[dict[str, Any]], seconds: float, rounds: int) -> str:
+def markdown(rows: list[dict[str, Any]], seconds: float, rounds: int, repeats: int) -> str:
     cpu = platform.processor() or platform.machine()
     lines = [
         "# graphopt against the peers' own tools",
         "",
         f"Measured {datetime.date.today().isoformat()} on this machine ({cpu}, {os.cpu_count()} cores, "
-        f"{platform.system()}), 2 threads, one interleaved run of {rounds} rounds (onnxruntime spinning off), "
+        f"{platform.system()}), 2 threads, {repeats} interleaved runs of {rounds} rounds each, model order "
+        "alternating (onnxruntime spinning off, NCNN's OpenMP block time 0); speed = median of the runs' "
+        "per-round-ratio medians, with every run's ratio beside it (their spread is this shared machine's noise); "
         f"mAP50-95 on the COCO128 holdout half (64 images); `python benchmarks/compare.py` took {seconds / 60:.1f} min.",
         "",
-        "| model | backend | latency (ms) | speed vs yolov5 export.py | mAP50-95 (holdout) | note |",
-        "|---|---|---:|---:|---:|---|",
+        "| model | backend | latency (ms) | speed vs yolov5 export.py | runs | mAP50-95 (holdout) | note |",
+        "|---|---|---:|---:|---|---:|---|",
     ]
     for r in rows:
         lat = f"{r['latency_ms']:.1f}" if "latency_ms" in r else "–"
         ratio = f"{r['speed_vs_baseline']:.2f}×" if "speed_vs_baseline" in r else "–"
         m = f"{r['map50_95']:.4f}" if r.get("map50_95") is not None else "–"
         note = r.get("error") and f"failed: {r['error']}" or r.get("note", "")
-        lines.append(f"| {r['model']} | {r['backend']} | {lat} | {ratio} | {m} | {note} |")
+        runs = " / ".join(f"{v:.2f}" for v in r.get("speed_runs", []))
+        lines.append(f"| {r['model']} | {r['backend']} | {lat} | {ratio} | {runs} | {m} | {note} |")
     return "\n".join(lines) + "\n"
 
 

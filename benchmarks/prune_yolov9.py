@@ -40,16 +40,23 @@ SPLIT = SHARED / "data" / "coco128" / "split.yaml"
 BALL = SHARED / "models" / "yolov9t-ball.pt"
 V9T = SHARED / "models" / "yolov9-t-coco128-1ep.pt"
 
-ULTRALYTICS_EXPORT = """
+# Prepended to the peers' export scripts: they predate torch 2.14's dynamo default.
+TORCHSCRIPT = """
 import sys, torch
 _export = torch.onnx.export
-def _torchscript(*args, **kwargs):  # Ultralytics predates torch 2.14's dynamo default
+def _torchscript(*args, **kwargs):
     kwargs.setdefault("dynamo", False)
     return _export(*args, **kwargs)
 torch.onnx.export = _torchscript
+"""
+
+ULTRALYTICS_EXPORT = (
+    TORCHSCRIPT
+    + """
 from ultralytics import YOLO
 print(YOLO(sys.argv[1]).export(format="onnx", simplify=False, imgsz=640))
 """
+)
 
 
 def ultralytics_export(ckpt: Path, work: Path) -> Path:

@@ -101,7 +101,9 @@ def ncnn_files(path: str | Path) -> tuple[Path, Path, Path]:
 class NcnnBackend:
     name = "ncnn"
 
-    def __init__(self, path: str | Path, threads: int | None = None, fp16: bool | None = None) -> None:
+    def __init__(
+        self, path: str | Path, threads: int | None = None, fp16: bool | None = None, spinning: bool = True
+    ) -> None:
         try:
             import ncnn
         except ImportError as exc:
@@ -111,6 +113,8 @@ class NcnnBackend:
         self.net = ncnn.Net()
         self.threads = threads or default_threads()
         self.net.opt.num_threads = self.threads
+        if not spinning:  # its OpenMP threads would busy-wait 20 ms after each run, on the cores others time on
+            self.net.opt.openmp_blocktime = 0
         use_fp16 = bool(info.get("fp16", False)) if fp16 is None else fp16
         self.net.opt.use_fp16_packed = use_fp16
         self.net.opt.use_fp16_storage = use_fp16
@@ -182,7 +186,7 @@ def open_backend(
             raise RuntimeModelError(
                 f"{p}: an ONNX file; convert it first: graphopt convert {p} --to ncnn -o DIR"
             )
-        return NcnnBackend(p, threads)
+        return NcnnBackend(p, threads, spinning=spinning)
     raise RuntimeModelError(f"unknown backend '{kind}' (ort or ncnn)")
 
 
