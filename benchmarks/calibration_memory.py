@@ -28,14 +28,15 @@ COCO = SHARED / "data" / "coco128"
 CKPT = SHARED / "models" / "yolov5n-coco.pt"
 
 _MEASURE = """
-import resource, sys
+import sys
 from graphopt.cli import main
 try:
     main(sys.argv[1:])
 except SystemExit as exc:
     if exc.code:
         raise
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)
+# VmHWM: this process's peak since exec (ru_maxrss would include the parent's RSS at fork time)
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024, file=sys.stderr)
 """
 
 

@@ -329,9 +329,12 @@ def _on_sys_path(repo: Path | None):  # noqa: ANN202
     finally:
         sys.path.remove(str(repo))
         # Forget the repo's modules (objects keep their classes), so another repo can load later.
-        root = str(repo.resolve())
+        roots = (str(repo.resolve()), str(repo))
         for name, module in list(sys.modules.items()):
-            if str(getattr(module, "__file__", None) or "").startswith(root):
+            # a package without __init__.py (PyTorch_YOLOv4's `models/`) is a namespace package: no
+            # __file__, only a __path__ into the repo — left behind, it would shadow the next repo's
+            places = [getattr(module, "__file__", None) or "", *list(getattr(module, "__path__", None) or [])]
+            if any(str(p).startswith(roots) for p in places):
                 del sys.modules[name]
 
 

@@ -261,6 +261,8 @@ def test_broken_darknet_inputs_are_one_error_line(
     args = ["export", cfg, "-o", tmp_path / "o.onnx"] + (
         [] if mutate == "noweights" else ["--weights", weights]
     )
+    if mutate == "swapped":  # the .weights given where the .cfg belongs
+        args = ["export", weights, "-o", tmp_path / "o.onnx"]
     r = run_cli(*args)
     assert r.code == 2 and message in r.err, r.err
     assert len(r.err.strip().splitlines()) == 1 and not (tmp_path / "o.onnx").exists()

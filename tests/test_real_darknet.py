@@ -120,6 +120,9 @@ def test_pytorch_yolov4_checkpoint_loads_with_repo_and_without_mish_cuda(
     size = x.shape[-1]
     report = export(work / f"{cfg}.pt", out, imgsz=size, repo=exported["repo"], trust=True).as_dict()
     assert report["family"] == "pytorch-yolov4" and report["batchnorm"] > 0
+    import sys
+
+    assert "models" not in sys.modules  # its namespace package must not shadow the next repo's models/
     model = load_model(out)
     got = np.concatenate([run(model, [{"images": x[i : i + 1]}])[0]["output0"] for i in range(len(x))])
     assert np.all(np.abs(got - reference) <= 1e-3 + 1e-5 * np.abs(reference))

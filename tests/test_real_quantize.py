@@ -53,13 +53,15 @@ def _peak_rss_mb(model: Path, out: Path, samples: int, images: Path) -> float:
     from tests.helpers import REPO
 
     script = (
-        "import resource, sys\n"
+        "import sys\n"
         "from graphopt.cli import main\n"
         "try:\n"
         "    main(sys.argv[1:])\n"
         "except SystemExit as exc:\n"
         "    assert not exc.code, exc.code\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        # VmHWM: this process's own peak since exec. ru_maxrss would also carry the parent's RSS at
+        # fork time (Linux keeps the pre-exec high-water mark), i.e. the whole test session's.
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')) / 1024)\n"
     )
     args = ["optimize", str(model), "-o", str(out), "--passes", "quantize", "--no-verify", "--data", str(images)]
     args += ["--set", "quantize.target=x86", "--set", f"quantize.samples={samples}", "--json"]
