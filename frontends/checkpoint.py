@@ -331,11 +331,22 @@ def _on_sys_path(repo: Path | None):  # noqa: ANN202
         # Forget the repo's modules (objects keep their classes), so another repo can load later.
         roots = (str(repo.resolve()), str(repo))
         for name, module in list(sys.modules.items()):
-            # a package without __init__.py (PyTorch_YOLOv4's `models/`) is a namespace package: no
-            # __file__, only a __path__ into the repo — left behind, it would shadow the next repo's
-            places = [getattr(module, "__file__", None) or "", *list(getattr(module, "__path__", None) or [])]
-            if any(str(p).startswith(roots) for p in places):
+            if any(p.startswith(roots) for p in _module_places(module)):
                 del sys.modules[name]
+
+
+def _module_places(module: Any) -> list[str]:
+    """Where a module lives: its file, and for a package its search path. A package without
+    __init__.py (PyTorch_YOLOv4's `models/`) is a namespace package — no __file__, only a __path__
+    into the repo — and left behind it would shadow the next repo's `models`."""
+    places = [str(getattr(module, "__file__", None) or "")]
+    try:
+        path = getattr(module, "__path__", None)
+        if isinstance(path, (list, tuple)) or type(path).__name__ == "_NamespacePath":
+            places += [str(p) for p in path]
+    except Exception:  # noqa: BLE001 - odd modules (torch's _ClassNamespace) answer attributes oddly
+        pass
+    return places
 
 
 def _as_dict(path: Path, ckpt: Any) -> dict[str, Any]:
