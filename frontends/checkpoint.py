@@ -327,12 +327,15 @@ def _on_sys_path(repo: Path | None):  # noqa: ANN202
     try:
         yield
     finally:
-        sys.path.remove(str(repo))
-        # Forget the repo's modules (objects keep their classes), so another repo can load later.
+        # Forget the repo's modules (objects keep their classes), so another repo can load later —
+        # while the repo is still on sys.path: a namespace package recomputes its __path__ when
+        # sys.path changes, and would then point elsewhere (onnxruntime puts its transformers/ folder,
+        # which has a `models` namespace, on sys.path).
         roots = (str(repo.resolve()), str(repo))
         for name, module in list(sys.modules.items()):
             if any(p.startswith(roots) for p in _module_places(module)):
                 del sys.modules[name]
+        sys.path.remove(str(repo))
 
 
 def _module_places(module: Any) -> list[str]:

@@ -204,3 +204,24 @@ def test_repo_importing_a_missing_package_says_to_install_it(tmp_path: Path) -> 
     yolo.write_text("import notinstalledpkg_graphopt_test\n" + yolo.read_text())
     with pytest.raises(GraphoptError, match="imports 'notinstalledpkg_graphopt_test', which is not installed.*requirements"):
         load_checkpoint(ckpt, repo=tmp_path / "repo", trust=True)
+
+
+def test_a_repos_namespace_package_is_forgotten_even_when_sys_path_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyTorch_YOLOv4's models/ has no __init__.py. Another folder with a `models` namespace on
+    sys.path (onnxruntime adds its transformers/ folder) must not keep it alive after a load."""
+    import os
+
+    import onnxruntime
+
+    from frontends.checkpoint import _on_sys_path
+
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(onnxruntime.__file__), "transformers"))
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    (repo / "models" / "layers.py").write_text("X = 1\n")
+    with _on_sys_path(repo):
+        import models.layers  # noqa: F401
+
+    assert "models" not in sys.modules and "models.layers" not in sys.modules
