@@ -4,26 +4,11 @@
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 
-
-def interleaved(
-    runners: dict[str, Callable[[], object]], rounds: int = 30, warmup: int = 3
-) -> dict[str, list[float]]:
-    """Milliseconds per call for each runner, alternating runners every round."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return times
+from runtime.stats import interleaved  # noqa: F401 - the one interleaving loop, re-exported
 
 
 def speedup(times: dict[str, list[float]], base: str, name: str) -> float:

@@ -388,6 +388,7 @@ def time_models(
     letterboxed image (machine noise hits all alike; onnxruntime spinning off so idle pools stay idle)."""
     from runtime.backends import open_detector
     from runtime.sources import read_image
+    from runtime.stats import interleaved
 
     frame = read_image(image)
     if frame is None:
@@ -397,16 +398,7 @@ def time_models(
         det = open_detector(path, backend=backend, threads=threads, spinning=False)
         x = det.preprocess(frame)[0]
         runners[name] = lambda d=det, x=x: d.backend.run(x)  # type: ignore[misc]
-    for run in runners.values():
-        for _ in range(3):
-            run()
-    times: dict[str, list[float]] = {n: [] for n in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            t0 = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return times
+    return interleaved(runners, rounds)
 
 
 def optimize_file(
