@@ -55,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from graphopt.evaluate import evaluate
+    from graphopt.eval.evaluate import evaluate
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="graphopt-calib-mem-") as tmp:

@@ -97,7 +97,7 @@ def ort_defaults(src: Path, out: Path) -> Path:
     """onnxruntime quantize_static with the library's defaults, calibrated on the calibration half."""
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
-    from graphopt.data import resolve_images
+    from graphopt.data.datasets import resolve_images
     from runtime.preprocess import Preprocess
     from runtime.sources import read_image
 
@@ -118,7 +118,7 @@ def ort_defaults(src: Path, out: Path) -> Path:
 
 def plain_pnnx(src: Path, work: Path) -> Path:
     """pnnx with its defaults on an ONNX: NCNN files in `work/pnnx`, named as our runtime finds them."""
-    from graphopt.convert import _pnnx
+    from graphopt.compile.ncnn import _pnnx
 
     exe, _ = _pnnx()
     folder = work / "pnnx"
@@ -139,7 +139,7 @@ def plain_pnnx(src: Path, work: Path) -> Path:
 
 
 def ultralytics_ncnn(work: Path) -> Path:
-    from graphopt.convert import _pnnx
+    from graphopt.compile.ncnn import _pnnx
 
     local = work / "ncnn-export" / BALL.name
     local.parent.mkdir()
@@ -244,8 +244,8 @@ def main() -> None:
             note="no COCO mAP",
         )
 
-        from graphopt.compile import time_models
-        from graphopt.evaluate import evaluate
+        from graphopt.compile.compiler import time_models
+        from graphopt.eval.evaluate import evaluate
 
         for row in rows:
             if row.get("map_from") is not None and row["path"] is not None:

@@ -32,11 +32,11 @@ CFGS = ("yolov4-tiny.cfg", "yolov4.cfg", "yolov4-csp-mish.cfg")
 
 def main() -> None:
     from frontends.darknet import export_darknet
-    from graphopt.convert import convert_to_ncnn
-    from graphopt.feeds import FeedSource
-    from graphopt.model import load_model, op_histogram, save_model
-    from graphopt.ort_session import run
-    from graphopt.pipeline import Pipeline
+    from graphopt.compile.ncnn import convert_to_ncnn
+    from graphopt.core.model import load_model, op_histogram, save_model
+    from graphopt.core.ort_session import run
+    from graphopt.data.feeds import FeedSource
+    from graphopt.passes.pipeline import Pipeline
     from runtime.preprocess import Preprocess
     from runtime.sources import read_image
     from tests import upstream

@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.timing import interleaved, ort_runner, summary  # noqa: E402
-from graphopt.evaluate import evaluate  # noqa: E402
-from graphopt.feeds import FeedSource  # noqa: E402
-from graphopt.model import load_model, save_model  # noqa: E402
-from graphopt.pipeline import Pipeline  # noqa: E402
-from graphopt.quantize_ort import quiet  # noqa: E402
+from graphopt.core.model import load_model, save_model  # noqa: E402
+from graphopt.data.feeds import FeedSource  # noqa: E402
+from graphopt.eval.evaluate import evaluate  # noqa: E402
+from graphopt.passes.pipeline import Pipeline  # noqa: E402
+from graphopt.quantize.ort import quiet  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 DATA = SHARED / "data" / "coco128" / "data.yaml"
@@ -65,7 +65,7 @@ def _variant(src: Path, out: Path, passes: list[str], options: dict[str, Any]) -
 
 
 def _agreement(fp32: Path, int8: Path, head: str, count: int = 32) -> dict[str, float]:
-    from graphopt.ort_session import run
+    from graphopt.core.ort_session import run
     from runtime.decode import head_arrays
 
     feeds = FeedSource(DATA, samples=count).feeds_for(load_model(fp32))

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.timing import interleaved, ort_runner, summary  # noqa: E402
-from graphopt.model import load_model, op_histogram, save_model  # noqa: E402
-from graphopt.pipeline import Pipeline  # noqa: E402
+from graphopt.core.model import load_model, op_histogram, save_model  # noqa: E402
+from graphopt.passes.pipeline import Pipeline  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 

@@ -21,8 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphopt.model import load_model, save_model  # noqa: E402
-from graphopt.pipeline import Pipeline  # noqa: E402
+from graphopt.core.model import load_model, save_model  # noqa: E402
+from graphopt.passes.pipeline import Pipeline  # noqa: E402
 from runtime.detector import Detector  # noqa: E402
 
 SHARED = ROOT.parent / "shared"

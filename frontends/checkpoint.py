@@ -37,7 +37,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from frontends.inert import INERT_INSTANCES
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 from runtime.files import FileProblem, input_file
 
 # Module classes of installed libraries that may be allow-listed by name: importing them runs

@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 
 KNOWN = {"net", "convolutional", "route", "route_lhalf", "shortcut", "upsample", "maxpool", "yolo"}
 ACTIVATIONS = {"leaky", "mish", "swish", "silu", "logistic", "relu", "linear"}
@@ -457,7 +457,7 @@ def _decode(
 
 def read_names(path: Path) -> dict[int, str]:
     """A Darknet `.names` file: one class name per line."""
-    from graphopt.fileio import read_text
+    from graphopt.core.fileio import read_text
 
     lines = [line.strip() for line in read_text(path, "class names file (.names)").splitlines()]
     names = [line for line in lines if line]
@@ -482,8 +482,8 @@ def export_darknet(
     import json
     import time
 
-    from graphopt.fileio import read_text
-    from graphopt.model import save_model
+    from graphopt.core.fileio import read_text
+    from graphopt.core.model import save_model
     from runtime import metadata as keys
 
     start = time.perf_counter()
@@ -560,8 +560,8 @@ def export_darknet(
 
 
 def _check_runs(model: onnx.ModelProto, image: str | Path | None) -> str:
-    from graphopt.feeds import FeedSource
-    from graphopt.ort_session import run
+    from graphopt.core.ort_session import run
+    from graphopt.data.feeds import FeedSource
 
     feeds = FeedSource(image, samples=1).feeds_for(model)
     out = run(model, feeds)[0]["output0"]

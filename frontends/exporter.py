@@ -29,8 +29,8 @@ import torch
 # yolov5n), so the relative term covers boxes while atol holds scores in [0, 1].
 from frontends import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL  # noqa: F401 - re-exported
 from frontends.families import LoadedModel
-from graphopt.errors import GraphoptError, VerificationError
-from graphopt.model import op_histogram, save_model, write_metadata
+from graphopt.core.errors import GraphoptError, VerificationError
+from graphopt.core.model import op_histogram, save_model, write_metadata
 from runtime import metadata as keys
 
 
@@ -211,8 +211,8 @@ def _verify(
     rtol: float,
 ) -> tuple[dict[str, float], bool]:
     """onnxruntime (graph optimizations off: the graph as written) against torch on the same input."""
-    from graphopt.compare import abs_diff, within
-    from graphopt.ort_session import session
+    from graphopt.core.compare import abs_diff, within
+    from graphopt.core.ort_session import session
 
     got = session(model).run(names, {"images": x.numpy()})
     per_output, ok = {}, True

@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from graphopt import __version__
-from graphopt.errors import GraphoptError
-from graphopt.fileio import write_json
+from graphopt.core.errors import GraphoptError
+from graphopt.core.fileio import write_json
 
 EXIT_REGRESSION = 1
 EXIT_INTERNAL = 3
@@ -99,7 +99,7 @@ def cli() -> None:
 )
 def inspect(model: str, as_json: bool) -> None:
     """Ops per type, node count, params, inputs/outputs, opset and metadata of MODEL."""
-    from graphopt.model import load_model, summarize
+    from graphopt.core.model import load_model, summarize
     from graphopt.report import print_inspect
 
     summary = summarize(load_model(model))
@@ -117,7 +117,7 @@ def inspect(model: str, as_json: bool) -> None:
 )
 def diff(a: str, b: str, as_json: bool) -> None:
     """Compare two models: op counts (with deltas), params and file size."""
-    from graphopt.model import diff_summaries, load_model, summarize
+    from graphopt.core.model import diff_summaries, load_model, summarize
     from graphopt.report import print_diff
 
     result = diff_summaries(
@@ -139,8 +139,8 @@ def diff(a: str, b: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: ok, model, golden, differences.")
 def check(model: str, golden: str, update: bool, allow_decrease: bool, as_json: bool) -> int:
     """Check MODEL against a golden snapshot; exit 1 on regression."""
-    from graphopt.golden import compare_golden, read_golden, snapshot, write_golden
-    from graphopt.model import load_model, summarize
+    from graphopt.core.model import load_model, summarize
+    from graphopt.eval.golden import compare_golden, read_golden, snapshot, write_golden
     from graphopt.report import print_check
 
     snap = snapshot(summarize(load_model(model)))
@@ -172,7 +172,7 @@ def check(model: str, golden: str, update: bool, allow_decrease: bool, as_json: 
 @click.argument("input_model", metavar="IN")
 @click.option("-o", "--output", required=True, help="Output .onnx path (never the input).")
 @click.option("--passes", help="Comma-separated pass names, run in order.")
-@click.option("--recipe", help="Recipe name (see graphopt/recipes) or a recipe YAML file.")
+@click.option("--recipe", help="Recipe name (see graphopt/passes/recipes) or a recipe YAML file.")
 @click.option(
     "--set", "sets", multiple=True, metavar="PASS.KEY=VALUE", help="Set a pass option (repeatable)."
 )
@@ -208,9 +208,9 @@ def optimize(
     as_json: bool,
 ) -> None:
     """Run passes (or a recipe) over IN and write OUT; lossless passes are verified numerically."""
-    from graphopt.feeds import FeedSource
-    from graphopt.model import check_opset, diff_summaries, load_model, same_file, save_model, summarize
-    from graphopt.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, Pipeline, parse_overrides
+    from graphopt.core.model import check_opset, diff_summaries, load_model, same_file, save_model, summarize
+    from graphopt.data.feeds import FeedSource
+    from graphopt.passes.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, Pipeline, parse_overrides
     from graphopt.report import print_pipeline
 
     if bool(passes) == bool(recipe):
@@ -302,7 +302,7 @@ def export(
 ) -> None:
     """Export a trained checkpoint (or a Darknet .cfg + .weights) to ONNX once, as trained (BN and Rep
     branches kept), verified."""
-    from graphopt.data import resolve_images
+    from graphopt.data.datasets import resolve_images
     from graphopt.report import print_export
 
     size = _parse_imgsz(imgsz) if imgsz else None
@@ -377,7 +377,7 @@ def eval_command(
     as_json: bool,
 ) -> None:
     """mAP50 and mAP50-95 (COCO-style, pycocotools) of MODEL on a YOLO dataset, with precision/recall."""
-    from graphopt.evaluate import evaluate
+    from graphopt.eval.evaluate import evaluate
     from graphopt.report import print_eval
 
     _note_inputs(model, data)
@@ -386,7 +386,7 @@ def eval_command(
     evaluated = evaluate(model, data, backend=backend, imgsz=imgsz, threads=threads)
     result = evaluated.as_dict()
     if plots_dir:
-        from graphopt.eval_plots import write_plots
+        from graphopt.eval.plots import write_plots
 
         result["plots"] = [str(p) for p in write_plots(evaluated, Path(plots_dir))]
     if as_json:
@@ -523,8 +523,8 @@ def compile_command(
 
     With no model, compiles the bundled YOLOv5n (COCO) and calibrates on 32 bundled COCO images.
     """
-    from graphopt import compile as compiler
-    from graphopt.data import resolve_images
+    from graphopt.compile import compiler
+    from graphopt.data.datasets import resolve_images
     from graphopt.report import print_compile
 
     name = target or compiler.default_target()
@@ -536,7 +536,7 @@ def compile_command(
     if source.suffix.lower() not in (".pt", ".pth", ".onnx"):
         raise GraphoptError(f"{source}: expected a .pt checkpoint or an .onnx model")
     if source.suffix.lower() == ".onnx":
-        from graphopt.model import check_opset, load_model
+        from graphopt.core.model import check_opset, load_model
 
         check_opset(load_model(source), str(source))  # a broken model fails before any stage runs
     if data:
@@ -561,7 +561,7 @@ def compile_command(
         progress=not as_json,
     )
     if search:
-        from graphopt.compile_search import search as run_search
+        from graphopt.compile.search import search as run_search
 
         report = run_search(opts, budget if budget is not None else 1.0)
     else:
@@ -583,8 +583,8 @@ def compile_command(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def convert(model: str, target: str, output: str, fp16: bool, data: str | None, as_json: bool) -> None:
     """Convert an ONNX model to NCNN with pnnx, with the metadata sidecar the runtime reads."""
-    from graphopt.convert import convert_to_ncnn
-    from graphopt.data import resolve_images
+    from graphopt.compile.ncnn import convert_to_ncnn
+    from graphopt.data.datasets import resolve_images
 
     image = resolve_images(data)[0] if data else None
     result = convert_to_ncnn(model, output, fp16=fp16, verify_image=image)
@@ -607,8 +607,8 @@ def convert(model: str, target: str, output: str, fp16: bool, data: str | None, 
 )
 def list_passes(as_json: bool) -> None:
     """Registered passes, whether each is lossless, their options and what they need."""
-    from graphopt.options import describe
-    from graphopt.registry import all_passes
+    from graphopt.passes.options import describe
+    from graphopt.passes.registry import all_passes
     from graphopt.report import print_passes
 
     passes = []

@@ -188,14 +188,3 @@ def open_backend(
             )
         return NcnnBackend(p, threads, spinning=spinning)
     raise RuntimeModelError(f"unknown backend '{kind}' (ort or ncnn)")
-
-
-def open_detector(model: str | Path, **kwargs: Any) -> Any:
-    """A runtime.detector.Detector; every way it can fail is a RuntimeModelError (one line)."""
-    from runtime.detector import Detector
-    from runtime.metadata import MetadataError
-
-    try:
-        return Detector(model, **kwargs)
-    except MetadataError as exc:
-        raise RuntimeModelError(f"{model}: {exc}") from None

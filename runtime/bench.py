@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends import RuntimeModelError, open_detector
+from runtime.backends import RuntimeModelError
+from runtime.detector import open_detector
 from runtime.sources import read_image
 from runtime.stats import cpu_temp_c, latency_summary, throttled
 

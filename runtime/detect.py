@@ -15,7 +15,7 @@ from typing import Any
 
 import cv2
 
-from runtime.backends import open_detector
+from runtime.detector import open_detector
 from runtime.draw import draw
 from runtime.files import (
     FileProblem,

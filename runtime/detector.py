@@ -109,3 +109,13 @@ class Detector:
             names=[self.class_name(c) for c in cand.class_ids],
             timings_ms={"pre": (t1 - t0) * 1e3, "infer": (t2 - t1) * 1e3, "post": (t3 - t2) * 1e3},
         )
+
+
+def open_detector(model: str | Path, **kwargs: Any) -> Any:
+    """A runtime.detector.Detector; every way it can fail is a RuntimeModelError (one line)."""
+    from runtime.metadata import MetadataError
+
+    try:
+        return Detector(model, **kwargs)
+    except MetadataError as exc:
+        raise RuntimeModelError(f"{model}: {exc}") from None

@@ -82,8 +82,8 @@ def yolov5n_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def yolov5n_lossless(yolov5n_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from graphopt.model import load_model, save_model
-    from graphopt.pipeline import Pipeline
+    from graphopt.core.model import load_model, save_model
+    from graphopt.passes.pipeline import Pipeline
 
     out = tmp_path_factory.mktemp("v5lossless") / "yolov5n-coco.lossless.onnx"
     save_model(Pipeline.from_recipe("lossless").run(load_model(yolov5n_onnx)).model, out)

@@ -15,9 +15,9 @@ import torch  # noqa: E402
 
 from frontends import export, load_checkpoint  # noqa: E402
 from frontends.zoo import yolov5_tiny, yolov9_dual_tiny  # noqa: E402
-from graphopt.errors import GraphoptError  # noqa: E402
-from graphopt.model import read_metadata  # noqa: E402
-from graphopt.ort_session import session  # noqa: E402
+from graphopt.core.errors import GraphoptError  # noqa: E402
+from graphopt.core.model import read_metadata  # noqa: E402
+from graphopt.core.ort_session import session  # noqa: E402
 from tests.fake_repo import repo_importable, save_as_repo_checkpoint  # noqa: E402
 from tests.helpers import run_cli, sha256  # noqa: E402
 

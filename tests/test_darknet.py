@@ -11,10 +11,10 @@ import onnx
 import pytest
 
 from frontends.darknet import DARKNET_BN_EPS, Weights, build, parse_cfg, read_weights
-from graphopt.model import op_histogram
-from graphopt.ort_session import run
-from graphopt.pipeline import Pipeline
-from graphopt.prune_alloc import with_outputs
+from graphopt.core.model import op_histogram
+from graphopt.core.ort_session import run
+from graphopt.passes.pipeline import Pipeline
+from graphopt.prune.alloc import with_outputs
 from tests.helpers import run_cli, sha256
 
 NC = 2

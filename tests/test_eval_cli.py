@@ -64,8 +64,8 @@ class GroundTruthDetector:
 
 
 def test_eval_of_a_perfect_model_is_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from graphopt.data import load_dataset
-    from graphopt.evaluate import evaluate
+    from graphopt.data.datasets import load_dataset
+    from graphopt.eval.evaluate import evaluate
 
     data = make_dataset(tmp_path / "ds")
     fake = GroundTruthDetector()
@@ -178,7 +178,7 @@ def test_filter_classes_remaps_ids(tmp_path: Path) -> None:
         for line in f.read_text().splitlines()
     }
     assert ids <= {0, 1}
-    from graphopt.data import load_dataset
+    from graphopt.data.datasets import load_dataset
 
     ds = load_dataset(tmp_path / "out" / "data.yaml")
     assert ds.skipped_labels == 0 and ds.instances == result["labels"]
@@ -188,7 +188,7 @@ def test_filter_classes_remaps_ids(tmp_path: Path) -> None:
 
 
 def test_filter_classes_errors(tmp_path: Path) -> None:
-    from graphopt.errors import GraphoptError
+    from graphopt.core.errors import GraphoptError
 
     data = make_dataset(tmp_path / "ds", images=2)
     with pytest.raises(GraphoptError, match="unknown class 'horse'"):

@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-from graphopt.errors import GraphoptError
-from graphopt.feeds import FeedSource
-from graphopt.model import io_signature, load_model, read_metadata, save_model
-from graphopt.pipeline import Pipeline
+from graphopt.core.errors import GraphoptError
+from graphopt.core.model import io_signature, load_model, read_metadata, save_model
+from graphopt.data.feeds import FeedSource
+from graphopt.passes.pipeline import Pipeline
 from runtime.detector import Detector
 from tests.helpers import run_cli, write_images
 
@@ -71,7 +71,7 @@ def test_detections_equal_host_nms(zoo_onnx, tmp_path: Path, fixture: str) -> No
 
 def test_max_det_caps_and_pads(zoo_onnx, tmp_path: Path) -> None:  # noqa: ANN001
     out = _fused(zoo_onnx("yolov8"), tmp_path / "e2e.onnx", conf=0.0, max_det=3)
-    from graphopt.ort_session import run
+    from graphopt.core.ort_session import run
 
     model = load_model(out)
     res = run(model, FeedSource(samples=1).feeds_for(model))[0]

@@ -205,7 +205,7 @@ def test_label_file_not_utf8_or_a_folder_is_skipped_and_reported(demo: Path, tmp
 
 
 def test_polygon_labels_become_boxes(tmp_path: Path) -> None:
-    from graphopt.data import load_dataset
+    from graphopt.data.datasets import load_dataset
 
     polygon = "1 0.2 0.2 0.6 0.2 0.6 0.5 0.2 0.5\n"
     data = _dataset(tmp_path / "ds", labels={0: polygon, 1: "0 0.5 0.5 0.2 0.2 0.9\n"})
@@ -302,7 +302,7 @@ def test_convert_failing_verification_leaves_nothing(
     demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     need_pnnx()
-    import graphopt.convert as convert
+    import graphopt.compile.ncnn as convert
 
     monkeypatch.setattr(convert, "NCNN_FP32_TOLERANCE", -1.0)  # every conversion now fails its check
     out = tmp_path / "ncnn"
@@ -412,7 +412,7 @@ def test_detector_on_an_unreadable_image_says_so(demo: Path) -> None:
 def test_calibration_refuses_what_memory_cannot_hold(
     demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import graphopt.quantize_ort as q
+    import graphopt.quantize.ort as q
 
     monkeypatch.setattr(q, "available_memory", lambda: 1 << 10)
     images = _images(tmp_path / "imgs", 8, size=(64, 64))

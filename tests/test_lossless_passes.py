@@ -7,9 +7,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from graphopt.errors import GraphoptError
-from graphopt.model import op_histogram
-from graphopt.pipeline import Pipeline
+from graphopt.core.errors import GraphoptError
+from graphopt.core.model import op_histogram
+from graphopt.passes.pipeline import Pipeline
 from tools.make_demo_model import GraphBuilder
 
 C, HW = 8, 10
@@ -212,8 +212,8 @@ def test_drop_aux_keeps_outputs_that_are_not_detection_heads() -> None:
 
 
 def test_an_output_that_disappears_unannounced_fails_verification() -> None:
-    from graphopt.errors import VerificationError
-    from graphopt.registry import PassResult, register, unregister
+    from graphopt.core.errors import VerificationError
+    from graphopt.passes.registry import PassResult, register, unregister
 
     @register("test-silent-drop", lossless=True)
     def silent_drop(graph, ctx):  # noqa: ANN001, ANN202

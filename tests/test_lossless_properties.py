@@ -9,8 +9,8 @@ import onnx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graphopt.model import op_histogram
-from graphopt.pipeline import Pipeline
+from graphopt.core.model import op_histogram
+from graphopt.passes.pipeline import Pipeline
 from tools.make_demo_model import GraphBuilder
 
 

@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from graphopt.errors import GraphoptError
-from graphopt.model import (
+from graphopt.core.errors import GraphoptError
+from graphopt.core.model import (
     io_signature,
     load_model,
     op_histogram,

@@ -12,12 +12,12 @@ import onnx
 import onnx_graphsurgeon as gs
 import pytest
 
-from graphopt.errors import GraphoptError, VerificationError
-from graphopt.model import load_model, read_metadata
-from graphopt.options import Options, option
-from graphopt.pipeline import Pipeline, build_steps, parse_overrides
-from graphopt.recipes import load_recipe
-from graphopt.registry import PassContext, PassResult, register, unregister
+from graphopt.core.errors import GraphoptError, VerificationError
+from graphopt.core.model import load_model, read_metadata
+from graphopt.passes.options import Options, option
+from graphopt.passes.pipeline import Pipeline, build_steps, parse_overrides
+from graphopt.passes.recipes import load_recipe
+from graphopt.passes.registry import PassContext, PassResult, register, unregister
 from tests.helpers import run_cli, sha256, write_images
 
 
@@ -169,7 +169,7 @@ def test_invalid_option_in_the_last_pass_fails_before_the_first_runs(demo_model:
 
 def test_recipe_target_any_with_quantize(tmp_path: Path) -> None:
     """`target: any` is documented: it leaves quantize its default instead of failing mid-run."""
-    from graphopt.feeds import FeedSource
+    from graphopt.data.feeds import FeedSource
 
     images = write_images(tmp_path / "calib", 2)
     recipe = tmp_path / "r.yaml"
@@ -207,7 +207,7 @@ def test_recipes(tmp_path: Path) -> None:
 
 
 def test_real_images_are_used_for_verification(demo_model: Path, coco128: Path) -> None:
-    from graphopt.feeds import FeedSource
+    from graphopt.data.feeds import FeedSource
 
     feeds = FeedSource(coco128 / "data.yaml", samples=2)
     result = Pipeline.from_passes(["simplify"], feeds=feeds).run(load_model(demo_model))

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from graphopt import channels
-from graphopt.errors import GraphoptError
-from graphopt.feeds import FeedSource
-from graphopt.graph import constant_value, infer_shapes, tidy, to_model
-from graphopt.macs import macs_summary
-from graphopt.model import load_model, op_histogram
-from graphopt.ort_session import run
-from graphopt.pipeline import Pipeline
+from graphopt.core.errors import GraphoptError
+from graphopt.core.graph import constant_value, infer_shapes, tidy, to_model
+from graphopt.core.macs import macs_summary
+from graphopt.core.model import load_model, op_histogram
+from graphopt.core.ort_session import run
+from graphopt.data.feeds import FeedSource
+from graphopt.passes.pipeline import Pipeline
+from graphopt.prune import channels
 from tests.helpers import run_cli, write_images
 from tools.make_demo_model import GraphBuilder
 
@@ -190,9 +190,9 @@ def test_prune_errors(zoo_onnx, tmp_path, monkeypatch) -> None:  # noqa: ANN001
         Pipeline.from_passes(
             ["prune"], {"prune": {"protect": ["nope"]}}, feeds=FeedSource(write_images(tmp_path / "c", 2))
         ).run(load_model(src))
-    import graphopt.pipeline
+    import graphopt.passes.pipeline
 
-    monkeypatch.setattr(graphopt.pipeline, "_installed", lambda module: module != "onnx2torch")
+    monkeypatch.setattr(graphopt.passes.pipeline, "_installed", lambda module: module != "onnx2torch")
     r = run_cli(
         "optimize", src, "-o", tmp_path / "o.onnx", "--passes", "simplify,prune", "--data", tmp_path / "c",
         "--set", "prune.recover=distill",

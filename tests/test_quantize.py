@@ -9,13 +9,13 @@ import numpy as np
 import onnx
 import pytest
 
-from graphopt.errors import GraphoptError
-from graphopt.feeds import FeedSource
-from graphopt.graph import to_graph
-from graphopt.head import find_head_tail
-from graphopt.model import load_model, op_histogram, save_model
-from graphopt.ort_session import run
-from graphopt.pipeline import Pipeline
+from graphopt.core.errors import GraphoptError
+from graphopt.core.graph import to_graph
+from graphopt.core.head import find_head_tail
+from graphopt.core.model import load_model, op_histogram, save_model
+from graphopt.core.ort_session import run
+from graphopt.data.feeds import FeedSource
+from graphopt.passes.pipeline import Pipeline
 from tests.helpers import ZOO_IMGSZ, run_cli, write_images
 
 

@@ -13,10 +13,10 @@ import onnx
 import pytest
 
 from frontends.darknet import export_darknet
-from graphopt.feeds import FeedSource
-from graphopt.model import load_model, op_histogram
-from graphopt.ort_session import run
-from graphopt.pipeline import Pipeline
+from graphopt.core.model import load_model, op_histogram
+from graphopt.core.ort_session import run
+from graphopt.data.feeds import FeedSource
+from graphopt.passes.pipeline import Pipeline
 from runtime.preprocess import Preprocess
 from runtime.sources import read_image
 from tests.helpers import COCO128, need_pnnx, need_shared, run_cli

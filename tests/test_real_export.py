@@ -13,7 +13,7 @@ pytest.importorskip("torch", reason="needs PyTorch (the exporter)")
 
 
 from frontends import export  # noqa: E402
-from graphopt.model import op_histogram, read_metadata  # noqa: E402
+from graphopt.core.model import op_histogram, read_metadata  # noqa: E402
 from tests.helpers import COCO128, YOLOV5N, YOLOV9T, need_shared  # noqa: E402
 
 IMAGE = COCO128 / "images" / "train2017" / "000000000368.jpg"
@@ -110,7 +110,7 @@ def test_real_checkpoints_load_with_weights_only(record_torch_load: list[bool]) 
 
 def test_missing_ultralytics_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     from frontends import load_checkpoint
-    from graphopt.errors import GraphoptError
+    from graphopt.core.errors import GraphoptError
 
     need_shared(YOLOV9T)
     monkeypatch.setitem(sys.modules, "ultralytics", None)  # import fails as if not installed

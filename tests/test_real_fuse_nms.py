@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from graphopt.evaluate import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, evaluate
-from graphopt.feeds import FeedSource
-from graphopt.model import load_model, save_model
-from graphopt.pipeline import Pipeline
+from graphopt.core.model import load_model, save_model
+from graphopt.data.feeds import FeedSource
+from graphopt.eval.evaluate import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, evaluate
+from graphopt.passes.pipeline import Pipeline
 from runtime.detector import Detector
 from tests.helpers import COCO128, need_shared
 

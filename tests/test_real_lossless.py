@@ -13,10 +13,10 @@ pytest.importorskip("torch", reason="needs PyTorch (the exporter)")
 
 import torch  # noqa: E402
 
-from graphopt.feeds import FeedSource  # noqa: E402
-from graphopt.model import load_model, op_histogram  # noqa: E402
-from graphopt.ort_session import run  # noqa: E402
-from graphopt.pipeline import Pipeline  # noqa: E402
+from graphopt.core.model import load_model, op_histogram  # noqa: E402
+from graphopt.core.ort_session import run  # noqa: E402
+from graphopt.data.feeds import FeedSource  # noqa: E402
+from graphopt.passes.pipeline import Pipeline  # noqa: E402
 from tests.helpers import COCO128, YOLOV9T, ZOO_IMGSZ, need_shared  # noqa: E402
 
 
@@ -97,7 +97,7 @@ def test_drop_aux_without_metadata(tmp_path: Path) -> None:
     """The main output is found from the graph alone (a peer's export carries no graphopt metadata)."""
     from frontends import export
     from frontends.zoo import yolov9_dual_tiny
-    from graphopt.model import save_model
+    from graphopt.core.model import save_model
 
     export(yolov9_dual_tiny(), tmp_path / "dual.onnx", imgsz=ZOO_IMGSZ)
     model = load_model(tmp_path / "dual.onnx")

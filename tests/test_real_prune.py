@@ -13,9 +13,9 @@ import onnx
 import onnx.numpy_helper
 import pytest
 
-from graphopt.feeds import FeedSource
-from graphopt.model import load_model, op_histogram
-from graphopt.pipeline import Pipeline
+from graphopt.core.model import load_model, op_histogram
+from graphopt.data.feeds import FeedSource
+from graphopt.passes.pipeline import Pipeline
 from tests.helpers import COCO128, YOLOV9T, need_shared
 
 SPLIT = COCO128 / "split.yaml"
@@ -48,7 +48,7 @@ def _check_pruned(before: onnx.ModelProto, after: onnx.ModelProto, report: dict,
 
 @pytest.mark.slow
 def test_yolov5n_pruned_to_85_percent_keeps_detecting(yolov5n_lossless: Path) -> None:
-    from graphopt.evaluate import evaluate
+    from graphopt.eval.evaluate import evaluate
 
     before = load_model(yolov5n_lossless)
     after, report = _prune(before, macs=0.85)

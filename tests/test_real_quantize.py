@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from graphopt.evaluate import evaluate
-from graphopt.feeds import FeedSource
-from graphopt.model import load_model, save_model
-from graphopt.ort_session import run
-from graphopt.pipeline import Pipeline
+from graphopt.core.model import load_model, save_model
+from graphopt.core.ort_session import run
+from graphopt.data.feeds import FeedSource
+from graphopt.eval.evaluate import evaluate
+from graphopt.passes.pipeline import Pipeline
 from runtime.decode import head_arrays
 from tests.helpers import COCO128, need_shared
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from graphopt.evaluate import evaluate
+from graphopt.eval.evaluate import evaluate
 from runtime.detector import Detector
 from tests.helpers import COCO128, need_pnnx, need_shared
 
@@ -16,7 +16,7 @@ from tests.helpers import COCO128, need_pnnx, need_shared
 @pytest.fixture(scope="module")
 def yolov5n_ncnn(yolov5n_lossless: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     need_pnnx()
-    from graphopt.convert import convert_to_ncnn
+    from graphopt.compile.ncnn import convert_to_ncnn
 
     out = tmp_path_factory.mktemp("v5ncnn")
     convert_to_ncnn(yolov5n_lossless, out, fp16=False)

@@ -19,10 +19,10 @@ pytest.importorskip("torch", reason="needs PyTorch (the exporter)")
 
 
 from frontends import export  # noqa: E402
-from graphopt.feeds import FeedSource  # noqa: E402
-from graphopt.model import load_model, op_histogram  # noqa: E402
-from graphopt.ort_session import run  # noqa: E402
-from graphopt.pipeline import Pipeline  # noqa: E402
+from graphopt.core.model import load_model, op_histogram  # noqa: E402
+from graphopt.core.ort_session import run  # noqa: E402
+from graphopt.data.feeds import FeedSource  # noqa: E402
+from graphopt.passes.pipeline import Pipeline  # noqa: E402
 from runtime.decode import decode  # noqa: E402
 from tests import upstream  # noqa: E402
 from tests.helpers import COCO128, SHARED, need_shared, run_cli  # noqa: E402

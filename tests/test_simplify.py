@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from graphopt.model import load_model, op_histogram
-from graphopt.pipeline import Pipeline
+from graphopt.core.model import load_model, op_histogram
+from graphopt.passes.pipeline import Pipeline
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray, optimize: bool) -> np.ndarray:

@@ -16,9 +16,9 @@ import torch  # noqa: E402
 from frontends import export  # noqa: E402
 from frontends.zoo import BUILDERS, single_branch_from_dual, yolov9_dual_tiny  # noqa: E402
 from frontends.zoo.blocks import RepConvN  # noqa: E402
-from graphopt.errors import VerificationError  # noqa: E402
-from graphopt.model import op_histogram, read_metadata  # noqa: E402
-from graphopt.ort_session import session  # noqa: E402
+from graphopt.core.errors import VerificationError  # noqa: E402
+from graphopt.core.model import op_histogram, read_metadata  # noqa: E402
+from graphopt.core.ort_session import session  # noqa: E402
 
 IMGSZ = 128
 
@@ -91,7 +91,7 @@ def test_verification_failure_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_imgsz_must_be_a_stride_multiple(tmp_path: Path) -> None:
-    from graphopt.errors import GraphoptError
+    from graphopt.core.errors import GraphoptError
 
     with pytest.raises(GraphoptError, match="multiple of the model's largest stride"):
         export(BUILDERS["yolov8"](), tmp_path / "m.onnx", imgsz=100)
@@ -101,7 +101,7 @@ def test_imgsz_must_be_a_stride_multiple(tmp_path: Path) -> None:
 def test_checked_in_fixtures_match_a_fresh_export(name: str, tmp_path: Path) -> None:
     """tests/data/*.onnx (what the torch-free tests use) are the zoo's export today; rewrite them with
     tools/make_test_fixtures.py after a zoo change."""
-    from graphopt.model import load_model, op_histogram
+    from graphopt.core.model import load_model, op_histogram
     from tests.helpers import FIXTURES
     from tools.make_test_fixtures import IMGSZ, fixture_name
 

@@ -19,8 +19,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphopt.data import dataset_root, label_path, load_data_yaml, split_images  # noqa: E402
-from graphopt.errors import GraphoptError  # noqa: E402
+from graphopt.core.errors import GraphoptError  # noqa: E402
+from graphopt.data.datasets import dataset_root, label_path, load_data_yaml, split_images  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 

@@ -28,14 +28,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphopt.errors import GraphoptError  # noqa: E402
+from graphopt.core.errors import GraphoptError  # noqa: E402
 
 
 def lossless_model(path: Path, data: str | None, trust: bool, repo: str | None, work: Path) -> Any:
     """The lossless form of `path` (a checkpoint is exported first), verified as `optimize` verifies it."""
-    from graphopt.feeds import FeedSource
-    from graphopt.model import check_opset, load_model
-    from graphopt.pipeline import Pipeline
+    from graphopt.core.model import check_opset, load_model
+    from graphopt.data.feeds import FeedSource
+    from graphopt.passes.pipeline import Pipeline
 
     if path.suffix.lower() in (".pt", ".pth"):
         try:
@@ -54,11 +54,12 @@ def importance_report(model: Any, data: str | None, top: int, samples: int, prob
     import numpy as np
     import onnx_graphsurgeon as gs
 
-    from graphopt import channels, ort_session
-    from graphopt import prune_alloc as alloc
-    from graphopt.feeds import FeedSource
-    from graphopt.graph import constant_value
-    from graphopt.model import read_metadata
+    from graphopt.core import ort_session
+    from graphopt.core.graph import constant_value
+    from graphopt.core.model import read_metadata
+    from graphopt.data.feeds import FeedSource
+    from graphopt.prune import alloc as alloc
+    from graphopt.prune import channels
     from runtime.metadata import parse_metadata
 
     graph = gs.import_onnx(model)

@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphopt.errors import GraphoptError  # noqa: E402
+from graphopt.core.errors import GraphoptError  # noqa: E402
 
 
 def _archive_summary(path: Path) -> dict[str, Any]:

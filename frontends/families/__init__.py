@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 
 
 def model_from_checkpoint(path: Any, ckpt: dict[str, Any]) -> nn.Module:

@@ -18,7 +18,7 @@ from torch import nn
 
 from frontends.families import LoadedModel
 from frontends.families.common import InferenceOutputs, names_dict
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 
 
 class MishCuda(nn.Module):

@@ -21,7 +21,7 @@ from frontends.families.common import (
     set_export_mode,
     strides_list,
 )
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 
 _ANCHOR_HEADS = {"Detect", "IDetect", "IAuxDetect", "IBin"}
 _MULTI_OUTPUT = {"DualDDetect": 2, "DualDetect": 2, "TripleDDetect": 3, "TripleDetect": 3}

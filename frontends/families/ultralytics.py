@@ -22,7 +22,7 @@ from frontends.families.common import (
     strides_list,
 )
 from frontends.inert import INERT_NAMES
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 
 
 def _import_ultralytics() -> None:

@@ -23,7 +23,7 @@ from frontends.families.common import (
 from frontends.inert import INERT_NAMES
 from frontends.zoo import blocks
 from frontends.zoo.models import YOLO
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 
 STANDINS: dict[str, type] = {
     "models.yolo.Model": YOLO,

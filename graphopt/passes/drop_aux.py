@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 
-from graphopt.errors import GraphoptError
-from graphopt.graph import ancestor_nodes
-from graphopt.head import detection_output_format
-from graphopt.options import Options, option
-from graphopt.registry import PassContext, PassResult, register
+from graphopt.core.errors import GraphoptError
+from graphopt.core.graph import ancestor_nodes
+from graphopt.core.head import detection_output_format
+from graphopt.passes.options import Options, option
+from graphopt.passes.registry import PassContext, PassResult, register
 from runtime import metadata as keys
 from runtime.metadata import parse_metadata
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from graphopt.convmath import fold_bn_after, fold_bn_before
-from graphopt.graph import (
+from graphopt.core.convmath import fold_bn_after, fold_bn_before
+from graphopt.core.graph import (
     Names,
     bn_affine,
     conv_kernel,
@@ -23,7 +23,7 @@ from graphopt.graph import (
     single_consumer,
     write_conv,
 )
-from graphopt.registry import PassContext, PassResult, register
+from graphopt.passes.registry import PassContext, PassResult, register
 
 
 @register("fold-bn", lossless=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from graphopt.convmath import ConvKernel, fold_bn_after, identity_kernel, merge_parallel
-from graphopt.graph import (
+from graphopt.core.convmath import ConvKernel, fold_bn_after, identity_kernel, merge_parallel
+from graphopt.core.graph import (
     Names,
     bn_affine,
     constant_value,
@@ -27,7 +27,7 @@ from graphopt.graph import (
     single_consumer,
     write_conv,
 )
-from graphopt.registry import PassContext, PassResult, register
+from graphopt.passes.registry import PassContext, PassResult, register
 
 
 @dataclass

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from graphopt.compare import Comparison
-from graphopt.errors import GraphoptError
-from graphopt.graph import Names
-from graphopt.options import OptionError, Options, option
-from graphopt.registry import PassContext, PassResult, register
+from graphopt.core.compare import Comparison
+from graphopt.core.errors import GraphoptError
+from graphopt.core.graph import Names
+from graphopt.passes.options import OptionError, Options, option
+from graphopt.passes.registry import PassContext, PassResult, register
 from runtime import metadata as keys
 from runtime.decode import END2END_NAMES, decode, infer_head_format
 from runtime.metadata import parse_metadata

@@ -1,11 +1,11 @@
 """`prune`: structured channel pruning on the ONNX graph, sensitivity-allocated, with recovery.
 
-Channel dependencies come from the graph (graphopt.channels): residual Adds and SiLU's Mul couple
+Channel dependencies come from the graph (graphopt.prune.channels): residual Adds and SiLU's Mul couple
 their producers, Concat/Split/Slice map channel ranges, depthwise convs couple in and out, and
 whatever reads channels otherwise (the detection head's Reshape, a graph output) is protected. The
-MACs target is met by pruning the least sensitive groups most (graphopt.prune_alloc); widths stay
+MACs target is met by pruning the least sensitive groups most (graphopt.prune.alloc); widths stay
 multiples of `round_to` and groups of `min_channels` or fewer are left alone — uneven widths lose
-onnxruntime's fast layout paths. Recovery (graphopt.prune_recovery) uses the calibration images
+onnxruntime's fast layout paths. Recovery (graphopt.prune.recovery) uses the calibration images
 only. `dead_only=true` is the lossless mode: only channels whose filters and biases are all zero go,
 under the pipeline's equivalence check.
 """
@@ -19,13 +19,14 @@ from typing import Any, Literal
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from graphopt import channels, ort_session
-from graphopt import prune_alloc as alloc
-from graphopt import prune_recovery as recovery
-from graphopt.errors import GraphoptError
-from graphopt.graph import constant_value, to_model
-from graphopt.options import OptionError, Options, option
-from graphopt.registry import PassContext, PassResult, register
+from graphopt.core import ort_session
+from graphopt.core.errors import GraphoptError
+from graphopt.core.graph import constant_value, to_model
+from graphopt.passes.options import OptionError, Options, option
+from graphopt.passes.registry import PassContext, PassResult, register
+from graphopt.prune import alloc as alloc
+from graphopt.prune import channels
+from graphopt.prune import recovery as recovery
 from runtime.metadata import parse_metadata
 from runtime.preprocess import Preprocess
 

@@ -1,14 +1,14 @@
 """`quantize`: int8 QDQ that keeps its detections.
 
 - Static post-training quantization through onnxruntime's QDQ quantizer, calibrated on images
-  from `--data` through the model's own preprocessing, one image at a time (graphopt.quantize_ort).
-- The YOLO head's post-processing tail stays float, found structurally (graphopt.head): box
+  from `--data` through the model's own preprocessing, one image at a time (graphopt.quantize.ort).
+- The YOLO head's post-processing tail stays float, found structurally (graphopt.core.head): box
   coordinates in pixels and scores in 0-1 must never share one int8 scale — that is what makes
   library-default quantization return zero detections. By default the head's output convs stay
   float too: one tensor carries box, objectness and class logits of very different ranges
   (on YOLOv5n this alone was worth 0.8 mAP50-95 points).
 - `target=arm` (the Pi: S8S8, Arm dot-product kernels) or `target=x86` (U8S8, VNNI).
-- Sensitivity, measured in one run (graphopt.quantize_sensitivity); with `budget`, the most
+- Sensitivity, measured in one run (graphopt.quantize.sensitivity); with `budget`, the most
   sensitive layers return to float until the measured loss fits.
 - Already-quantized (QAT) models pass through untouched.
 """
@@ -23,13 +23,14 @@ from typing import Any, Literal
 import onnx
 import onnx_graphsurgeon as gs
 
-from graphopt import quantize_ort as q
-from graphopt import quantize_sensitivity as sens
-from graphopt.errors import GraphoptError
-from graphopt.graph import name_unnamed_nodes, shape_computation_nodes
-from graphopt.head import FEATURE_OPS, find_head_tail
-from graphopt.options import OptionError, Options, option
-from graphopt.registry import PassContext, PassResult, register
+from graphopt.core.errors import GraphoptError
+from graphopt.core.graph import name_unnamed_nodes, shape_computation_nodes
+from graphopt.core.head import FEATURE_OPS, find_head_tail
+from graphopt.eval.head_error import head_error
+from graphopt.passes.options import OptionError, Options, option
+from graphopt.passes.registry import PassContext, PassResult, register
+from graphopt.quantize import ort as q
+from graphopt.quantize import sensitivity as sens
 from runtime import metadata as keys
 from runtime.metadata import parse_metadata
 
@@ -223,7 +224,7 @@ def _mixed_precision(
                 "int8_map50_95": q_map,
                 "float_map50_95": float_map,
             }
-        points = 100.0 * sens.head_error(reference, sens.run_outputs(candidate, feeds, output), head).score_error
+        points = 100.0 * head_error(reference, sens.run_outputs(candidate, feeds, output), head).score_error
         return {"loss": points, "loss_score_points": points}
 
     order = [row["node"] for row in table]

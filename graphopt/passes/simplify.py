@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 
-from graphopt.fileio import captured_stderr
-from graphopt.graph import infer_shapes
-from graphopt.model import op_histogram, param_count
-from graphopt.options import Options, option
-from graphopt.registry import PassContext, PassResult, register
+from graphopt.core.fileio import captured_stderr
+from graphopt.core.graph import infer_shapes
+from graphopt.core.model import op_histogram, param_count
+from graphopt.passes.options import Options, option
+from graphopt.passes.registry import PassContext, PassResult, register
 
 
 def _structure(graph: gs.Graph) -> tuple[dict[str, int], int]:

@@ -13,47 +13,13 @@ mean score error of the decoded head, in points.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from graphopt import ort_session
-from graphopt.compare import cosine
-
-
-@dataclass
-class HeadError:
-    """Detection-relevant error of a candidate vs the float model on the same inputs."""
-
-    score_error: float  # mean |Δ best class score| over anchors the float model finds confident
-    box_error_px: float  # mean |Δ xywh| (pixels) over the same anchors
-    cosine: float  # cosine similarity of the whole output
-
-    def as_dict(self) -> dict[str, float]:
-        return {"score_error": self.score_error, "box_error_px": self.box_error_px, "cosine": self.cosine}
-
-
-def head_error(
-    reference: list[np.ndarray], candidate: list[np.ndarray], head: str, confident: float = 0.05
-) -> HeadError:
-    from runtime.decode import head_arrays
-
-    score_d, box_d = [], []
-    for ref, cand in zip(reference, candidate, strict=True):
-        rb, rs = head_arrays(ref, head)
-        cb, cs = head_arrays(cand, head)
-        best = rs.max(1)
-        mask = best > confident
-        if not mask.any():
-            mask = best >= np.sort(best)[-min(100, len(best))]  # no confident anchor: the top ones
-        score_d.append(np.abs(cs[mask].max(1) - best[mask]))
-        box_d.append(np.abs(cb[mask] - rb[mask]).mean(1))
-    return HeadError(
-        float(np.concatenate(score_d).mean()), float(np.concatenate(box_d).mean()), cosine(reference, candidate)
-    )
+from graphopt.core import ort_session
 
 
 def run_outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], output: str) -> list[np.ndarray]:
@@ -157,7 +123,7 @@ def map_loss(
     float_map: float | None = None,
 ) -> tuple[float, float, float]:
     """(float mAP50-95, int8 mAP50-95, loss in points) on a labeled data.yaml."""
-    from graphopt.evaluate import evaluate
+    from graphopt.eval.evaluate import evaluate
 
     if float_map is None:
         onnx.save_model(float_model, str(workdir / "eval-float.onnx"))

@@ -15,8 +15,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper
 
-from graphopt.errors import GraphoptError
-from graphopt.fileio import atomic_write
+from graphopt.core.errors import GraphoptError
+from graphopt.core.fileio import atomic_write
 from runtime import files
 
 # Serialized protobuf cannot exceed 2 GB; above this, tensors go to an external data file.
@@ -226,7 +226,7 @@ def default_opset(model: onnx.ModelProto) -> int | None:
 
 def summarize(model: onnx.ModelProto) -> dict[str, Any]:
     """What `graphopt inspect --json` prints (keys are a contract)."""
-    from graphopt.macs import macs_summary
+    from graphopt.core.macs import macs_summary
 
     ops = op_histogram(model)
     sig = io_signature(model)

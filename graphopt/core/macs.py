@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import onnx
 
-from graphopt.graph import infer_shapes
+from graphopt.core.graph import infer_shapes
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:

@@ -20,11 +20,11 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from graphopt import ort_session
-from graphopt.channels import ChannelGraph
-from graphopt.errors import GraphoptError
-from graphopt.graph import Names, constant_value
-from graphopt.prune_alloc import channel_means, with_outputs
+from graphopt.core import ort_session
+from graphopt.core.errors import GraphoptError
+from graphopt.core.graph import Names, constant_value
+from graphopt.prune.alloc import channel_means, with_outputs
+from graphopt.prune.channels import ChannelGraph
 
 Feed = dict[str, np.ndarray]
 SAMPLES_PER_FEED = 1024  # output positions per image and layer for the least-squares fits
@@ -146,7 +146,7 @@ def least_squares(
 ) -> dict[str, Any]:
     """Re-fit each consumer (graph order) on the pruned model's input to reproduce its original output;
     `graph` is the pruned graph, updated in place (later fits see earlier ones)."""
-    from graphopt.graph import to_model
+    from graphopt.core.graph import to_model
 
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -189,7 +189,7 @@ def _trainable(model: onnx.ModelProto, outputs: list[str]) -> onnx.ModelProto:
     that it converts to torch and trains at any resolution."""
     from onnx import helper, numpy_helper
 
-    from graphopt.graph import infer_shapes
+    from graphopt.core.graph import infer_shapes
 
     m = infer_shapes(model)
     shapes = {
@@ -287,8 +287,8 @@ def distill(
         raise GraphoptError(
             "prune.recover=distill needs torch and onnx2torch: pip install 'graphopt[torch]'"
         ) from exc
-    from graphopt.graph import to_model
-    from graphopt.head import find_head_tail
+    from graphopt.core.graph import to_model
+    from graphopt.core.head import find_head_tail
     from runtime.sources import read_image
 
     start = time.perf_counter()

@@ -22,9 +22,10 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
 
-from graphopt import channels, ort_session
-from graphopt.channels import ChannelGraph, Group
-from graphopt.graph import constant_value, infer_shapes, to_model
+from graphopt.core import ort_session
+from graphopt.core.graph import constant_value, infer_shapes, to_model
+from graphopt.prune import channels
+from graphopt.prune.channels import ChannelGraph, Group
 
 Feed = dict[str, np.ndarray]
 
@@ -40,7 +41,7 @@ class ConvGeometry:
 
 def geometry(model: onnx.ModelProto) -> tuple[dict[str, ConvGeometry], int]:
     """Per Conv its geometry, and the MACs of every other compute op (unchanged by pruning)."""
-    from graphopt.macs import node_macs
+    from graphopt.core.macs import node_macs
 
     inferred = infer_shapes(model)
     shapes = {
@@ -247,8 +248,8 @@ def detection_error(
 ) -> Callable[[onnx.ModelProto], float]:
     """Detection error of a candidate against the unpruned model: mean score error of confident anchors
     plus the box error in input widths; 1 − cosine for heads of unknown format."""
-    from graphopt.compare import cosine
-    from graphopt.quantize_sensitivity import head_error
+    from graphopt.core.compare import cosine
+    from graphopt.eval.head_error import head_error
 
     dims = original.graph.input[0].type.tensor_type.shape.dim
     width = max(dims[2].dim_value, dims[3].dim_value, 1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from graphopt.graph import constant_value
+from graphopt.core.graph import constant_value
 
 FEATURE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 

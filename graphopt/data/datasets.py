@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from graphopt.errors import GraphoptError
-from graphopt.fileio import read_text
+from graphopt.core.errors import GraphoptError
+from graphopt.core.fileio import read_text
 from runtime.sources import IMAGE_SUFFIXES, images_in
 
 

@@ -1,5 +1,5 @@
 """Pass registry: a pass is a plain function registered by name, lossless or lossy, with its typed
-options (graphopt.options) and what it needs (requirements, checked by the pipeline)."""
+options (graphopt.passes.options) and what it needs (requirements, checked by the pipeline)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import onnx_graphsurgeon as gs
 
-from graphopt.errors import GraphoptError
-from graphopt.options import Options
+from graphopt.core.errors import GraphoptError
+from graphopt.passes.options import Options
 
 if TYPE_CHECKING:
-    from graphopt.feeds import FeedSource
+    from graphopt.data.feeds import FeedSource
 
 # What a pass can declare it needs. "data" requirements are checked before the first pass runs;
 # "graph" requirements on the pass's own input (an earlier pass may establish them).
@@ -51,7 +51,7 @@ class PassResult:
 
 
 PassFn = Callable[[gs.Graph, PassContext], PassResult]
-# (reference outputs, candidate outputs, candidate metadata, atol, rtol) -> graphopt.compare.Comparison
+# (reference outputs, candidate outputs, candidate metadata, atol, rtol) -> graphopt.core.compare.Comparison
 CompareFn = Callable[[list, list, dict, float, float], Any]
 Requires = tuple[str, ...] | Callable[[Any], tuple[str, ...]]
 
@@ -88,7 +88,7 @@ def register(
 ) -> Callable[[PassFn], PassFn]:
     """Register `fn` as pass `name`. The description defaults to the docstring's first line."""
     if not (isinstance(options, type) and issubclass(options, Options)):
-        raise TypeError(f"pass '{name}': options must be a graphopt.options.Options dataclass")
+        raise TypeError(f"pass '{name}': options must be a graphopt.passes.options.Options dataclass")
     if not callable(requires):
         unknown = [r for r in requires if r not in REQUIREMENTS]
         if unknown:
@@ -120,12 +120,7 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def _ensure_loaded() -> None:
-    import graphopt.passes  # noqa: F401  (importing registers the built-in passes)
-
-
 def get_pass(name: str) -> PassSpec:
-    _ensure_loaded()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f"; known passes: {', '.join(sorted(_REGISTRY))}"
@@ -134,5 +129,4 @@ def get_pass(name: str) -> PassSpec:
 
 
 def all_passes() -> list[PassSpec]:
-    _ensure_loaded()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]

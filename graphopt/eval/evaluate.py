@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from graphopt.data import Dataset, load_dataset
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
+from graphopt.data.datasets import Dataset, load_dataset
 
 EVAL_CONF, EVAL_IOU, EVAL_MAX_DET = 0.001, 0.6, 300
 
@@ -96,7 +96,7 @@ def evaluate(
         raise GraphoptError("graphopt eval needs pycocotools: pip install 'graphopt[eval]'") from exc
     from tqdm import tqdm
 
-    from runtime.backends import open_detector
+    from runtime.detector import open_detector
     from runtime.sources import read_image
 
     ds = load_dataset(data)

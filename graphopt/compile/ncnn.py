@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from graphopt.errors import GraphoptError, VerificationError
-from graphopt.fileio import atomic_write
-from graphopt.model import io_signature, load_model, read_metadata
+from graphopt.core.errors import GraphoptError, VerificationError
+from graphopt.core.fileio import atomic_write
+from graphopt.core.model import io_signature, load_model, read_metadata
 from runtime.files import FileProblem, check_output, output_dir
 
 # fp32 conversion must agree with onnxruntime to this fraction of each output's range; fp16 weights
@@ -131,7 +131,7 @@ def _refuse_unsupported(model: Any, src: Path) -> None:
 
 def _verify(model: Any, param: Path, fp16: bool, image: str | Path | None) -> dict[str, Any]:
     """NCNN against onnxruntime on the same input: max abs diff per output, relative to its scale."""
-    from graphopt.ort_session import session
+    from graphopt.core.ort_session import session
     from runtime.backends import NcnnBackend
 
     ort_sess = session(model)

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEFAULT_MODEL = ASSETS / "yolov5n-coco.pt"
 DEFAULT_IMAGE = ASSETS / "bus.jpg"
 DEFAULT_CALIB = ASSETS / "calib"
@@ -109,8 +109,8 @@ class Compiler:
         self.opts = opts
         self.stages: list[Stage] = []
         self.stage_dir = opts.out / "stages"
-        self.calibration, self.calibration_note = _calibration(opts.data)
-        self.labeled = _labeled_yaml(opts.data)
+        self.calibration, self.calibration_note = calibration_source(opts.data)
+        self.labeled = labeled_yaml(opts.data)
         self.started = time.perf_counter()
         self._say = _progress_printer(opts.progress)
 
@@ -152,7 +152,7 @@ class Compiler:
                 ) from exc
             stage.seconds = time.perf_counter() - start
             if stage.artifact is not None and stage.artifact.suffix == ".onnx":
-                from graphopt.model import load_model, summarize
+                from graphopt.core.model import load_model, summarize
 
                 stage.summary = summarize(load_model(stage.artifact))
             self.stages.append(stage)
@@ -229,7 +229,7 @@ class Compiler:
         return stage
 
     def _convert(self) -> Stage:
-        from graphopt.convert import convert_to_ncnn
+        from graphopt.compile.ncnn import convert_to_ncnn
 
         out = self.stage_dir / f"{len(self.stages)}-ncnn"
         result = convert_to_ncnn(self._previous_onnx(), out, fp16=True, verify_image=self.opts.image)
@@ -255,7 +255,7 @@ class Compiler:
             shutil.copytree(last.artifact, final)
             return final
         final = self.opts.out / "model.onnx"
-        from graphopt.model import load_model, save_model
+        from graphopt.core.model import load_model, save_model
 
         save_model(load_model(last.artifact), final, input_path=self.opts.source)
         return final
@@ -269,7 +269,7 @@ class Compiler:
         return measured
 
     def _accuracy(self) -> None:
-        from graphopt.evaluate import evaluate
+        from graphopt.eval.evaluate import evaluate
 
         by_name: dict[str, dict[str, Any]] = {}
         for stage in self.stages:
@@ -315,8 +315,8 @@ class Compiler:
         import cv2
         import numpy as np
 
-        from graphopt.fileio import atomic_write
-        from runtime.backends import open_detector
+        from graphopt.core.fileio import atomic_write
+        from runtime.detector import open_detector
         from runtime.draw import draw
         from runtime.sources import read_image
 
@@ -346,7 +346,7 @@ class Compiler:
         measured: dict[str, Any] | None = None,
         failed: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
-        from graphopt.compile_report import write_plot, write_reports
+        from graphopt.compile.report import write_plot, write_reports
 
         t = self.opts.target
         report: dict[str, Any] = {
@@ -386,7 +386,7 @@ def time_models(
 ) -> dict[str, list[float]]:
     """Milliseconds per inference of each (name, model, backend), the models taking turns on one
     letterboxed image (machine noise hits all alike; onnxruntime spinning off so idle pools stay idle)."""
-    from runtime.backends import open_detector
+    from runtime.detector import open_detector
     from runtime.sources import read_image
     from runtime.stats import interleaved
 
@@ -405,9 +405,9 @@ def optimize_file(
     source: Path, out: Path, passes: list[str] | None, recipe: str | None, options: dict, calibration: str
 ) -> list[Any]:
     """`graphopt optimize` of one file into another (calibration images also verify); the pass reports."""
-    from graphopt.feeds import FeedSource
-    from graphopt.model import load_model, save_model
-    from graphopt.pipeline import Pipeline
+    from graphopt.core.model import load_model, save_model
+    from graphopt.data.feeds import FeedSource
+    from graphopt.passes.pipeline import Pipeline
 
     feeds = FeedSource(calibration, samples=2)
     if recipe:
@@ -419,14 +419,14 @@ def optimize_file(
     return result.reports
 
 
-def _labeled_yaml(data: str | None) -> Path | None:
+def labeled_yaml(data: str | None) -> Path | None:
     if data is None:
         return None
     p = Path(data)
     return p if p.suffix.lower() in (".yaml", ".yml") else None
 
 
-def _calibration(data: str | None) -> tuple[str, str]:
+def calibration_source(data: str | None) -> tuple[str, str]:
     """Calibration images (a data.yaml's train split) or the bundled 32 COCO images, and what they were."""
     if data is not None:
         p = Path(data)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from graphopt.errors import GraphoptError
-from graphopt.fileio import atomic_write
+from graphopt.core.errors import GraphoptError
+from graphopt.core.fileio import atomic_write
 
 
 def per_class_markdown(result: Any) -> str:

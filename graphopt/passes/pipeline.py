@@ -16,16 +16,24 @@ from typing import Any
 import onnx
 import yaml
 
-from graphopt import __version__, ort_session
-from graphopt.compare import compare, cosine_of_outputs
-from graphopt.errors import GraphoptError, VerificationError
-from graphopt.feeds import FeedSource
-from graphopt.graph import infer_shapes, tidy, to_graph, to_model
-from graphopt.model import check_opset, io_signature, op_histogram, param_count, read_metadata, write_metadata
-from graphopt.options import Options
-from graphopt.options import build as build_options
-from graphopt.recipes import load_recipe
-from graphopt.registry import REQUIREMENTS, PassContext, PassSpec, get_pass
+from graphopt import __version__
+from graphopt.core import ort_session
+from graphopt.core.compare import compare, cosine_of_outputs
+from graphopt.core.errors import GraphoptError, VerificationError
+from graphopt.core.graph import infer_shapes, tidy, to_graph, to_model
+from graphopt.core.model import (
+    check_opset,
+    io_signature,
+    op_histogram,
+    param_count,
+    read_metadata,
+    write_metadata,
+)
+from graphopt.data.feeds import FeedSource
+from graphopt.passes.options import Options
+from graphopt.passes.options import build as build_options
+from graphopt.passes.recipes import load_recipe
+from graphopt.passes.registry import REQUIREMENTS, PassContext, PassSpec, get_pass
 from runtime import metadata as keys
 from runtime.metadata import parse_metadata
 

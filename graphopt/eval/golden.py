@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from graphopt import __version__
-from graphopt.errors import GraphoptError
-from graphopt.fileio import read_text, write_json
+from graphopt.core.errors import GraphoptError
+from graphopt.core.fileio import read_text, write_json
 
 SNAPSHOT_KEYS = ("ops", "params", "inputs", "outputs")
 

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 
 Feed = dict[str, np.ndarray]
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from graphopt.convmath import ConvKernel, bn_scale_shift
+from graphopt.core.convmath import ConvKernel, bn_scale_shift
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from graphopt.fileio import atomic_write, write_json
+from graphopt.core.fileio import atomic_write, write_json
 
 
 def _num(v: float | int | None, fmt: str) -> str:

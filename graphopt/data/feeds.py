@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from graphopt.data import resolve_images
-from graphopt.errors import GraphoptError
-from graphopt.model import io_signature, read_metadata
+from graphopt.core.errors import GraphoptError
+from graphopt.core.model import io_signature, read_metadata
+from graphopt.data.datasets import resolve_images
 from runtime.metadata import parse_metadata
 from runtime.preprocess import Preprocess
 from runtime.sources import read_image

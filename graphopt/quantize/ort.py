@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 
 # target → (activation type, weight type): what each CPU's int8 kernels want.
 #   arm (Raspberry Pi 5, Cortex-A76 SDOT): signed × signed

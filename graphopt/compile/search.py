@@ -18,8 +18,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from graphopt.compile import CompileOptions, optimize_file, time_models
-from graphopt.errors import GraphoptError
+from graphopt.compile.compiler import (
+    CompileOptions,
+    calibration_source,
+    labeled_yaml,
+    optimize_file,
+    time_models,
+)
+from graphopt.core.errors import GraphoptError
 
 SIZES = (640, 512, 416, 320)
 PRUNES = (None, 0.85, 0.7)
@@ -45,12 +51,12 @@ class Config:
 
 
 def search(opts: CompileOptions, budget: float) -> dict[str, Any]:
-    from graphopt.compile import _calibration, _labeled_yaml
-    from graphopt.compile_report import write_reports
-    from graphopt.evaluate import evaluate
+
+    from graphopt.compile.report import write_reports
+    from graphopt.eval.evaluate import evaluate
     from runtime.files import FileProblem, output_dir
 
-    labeled = _labeled_yaml(opts.data)
+    labeled = labeled_yaml(opts.data)
     if labeled is None:
         raise GraphoptError("--search scores every configuration: give --data with a labeled data.yaml")
     if opts.target.backend != "ort":
@@ -62,7 +68,7 @@ def search(opts: CompileOptions, budget: float) -> dict[str, Any]:
         output_dir(work, "search folder")
     except FileProblem as exc:
         raise GraphoptError(str(exc)) from None
-    calibration, calibration_note = _calibration(opts.data)
+    calibration, calibration_note = calibration_source(opts.data)
     is_onnx = opts.source.suffix.lower() == ".onnx"
     sizes = (None,) if is_onnx else SIZES
     configs: list[Config] = []
@@ -161,7 +167,7 @@ def _plot(report: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from graphopt.fileio import atomic_write
+    from graphopt.core.fileio import atomic_write
 
     rows = report["search"]
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=110)

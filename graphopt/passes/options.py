@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
-from graphopt.errors import GraphoptError
+from graphopt.core.errors import GraphoptError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Named pipelines as data: `graphopt/recipes/NAME.yaml`, or any YAML file of the same form.
+"""Named pipelines as data: `graphopt/passes/recipes/NAME.yaml`, or any YAML file of the same form.
 
 description: what the recipe is for
 target: any            # optional: arm | x86 | any
@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from graphopt.errors import GraphoptError
-from graphopt.fileio import read_text
+from graphopt.core.errors import GraphoptError
+from graphopt.core.fileio import read_text
 
 RECIPE_DIR = Path(__file__).parent
 

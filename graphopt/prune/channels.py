@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from graphopt.graph import Names, constant_value
+from graphopt.core.graph import Names, constant_value
 
 PASS_THROUGH = {
     "Relu",
