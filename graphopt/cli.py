@@ -500,6 +500,11 @@ def detect(
 @click.option(
     "--search", is_flag=True, help="Evaluate a grid (input size × prune × int8) and pick within --budget."
 )
+@click.option(
+    "--keep-lossy",
+    is_flag=True,
+    help="Deploy every lossy stage (prune, int8) even where it does not pay on the target.",
+)
 @click.option("--repo", help="Training repo checkout the checkpoint needs (as for export).")
 @click.option("--trust", is_flag=True, help="Allow full unpickling of the checkpoint (runs code from it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -515,6 +520,7 @@ def compile_command(
     baseline: str | None,
     rounds: int,
     search: bool,
+    keep_lossy: bool,
     repo: str | None,
     trust: bool,
     as_json: bool,
@@ -524,10 +530,11 @@ def compile_command(
     With no model, compiles the bundled YOLOv5n (COCO) and calibrates on 32 bundled COCO images.
     """
     from graphopt.compile import compiler
+    from graphopt.compile.targets import TARGETS, default_target
     from graphopt.data.datasets import resolve_images
     from graphopt.report import print_compile
 
-    name = target or compiler.default_target()
+    name = target or default_target()
     source = Path(model) if model else compiler.DEFAULT_MODEL
     sample = Path(image) if image else compiler.DEFAULT_IMAGE
     out = Path(output or f"compiled-{name}")
@@ -547,7 +554,7 @@ def compile_command(
             raise GraphoptError(f"{out}: the output folder holds an input ({p}); choose another -o")
     opts = compiler.CompileOptions(
         source=source,
-        target=compiler.TARGETS[name],
+        target=TARGETS[name],
         out=out,
         data=data,
         prune=prune_macs,
@@ -559,6 +566,7 @@ def compile_command(
         trust=trust,
         repo=repo,
         progress=not as_json,
+        keep_lossy=keep_lossy,
     )
     if search:
         from graphopt.compile.search import search as run_search
@@ -567,7 +575,7 @@ def compile_command(
     else:
         report = compiler.Compiler(opts).run()
     if as_json:
-        _echo_json(report)
+        _echo_json(report.as_dict())
     else:
         print_compile(report)
 

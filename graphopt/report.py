@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from graphopt.compile.results import CompileReport, SearchReport
+
 
 def console() -> Console:
     # Resolved per call so output follows sys.stdout redirection (tests, pipes); wide enough for op tables.
@@ -302,36 +304,50 @@ def print_detect(r: dict[str, Any]) -> None:
         out.print(f"annotated output in {r['saved_to']}")
 
 
-def print_compile(r: dict[str, Any]) -> None:
+def print_compile(compiled: CompileReport | SearchReport) -> None:
     out = console()
-    if "search" in r:
+    r = compiled.as_dict()
+    if isinstance(compiled, SearchReport):
         _print_search(out, r)
         return
+    on_target = r["arithmetic"].get("latency") == "target"
     table = Table(title=f"{r['source']} → {r['target']} ({r['device']})", title_justify="left")
-    for col in ("stage", "nodes", "params", "MACs (G)", "ms", "speed", "mAP50-95", "time (s)"):
-        table.add_column(col, justify="left" if col == "stage" else "right")
+    ms_col, speed_col = ("ms", "speed") if on_target else ("host ms", "host speed")
+    for col in ("stage", "nodes", "params", "MACs (G)", ms_col, speed_col, "mAP50-95", "deployed", "time (s)"):
+        table.add_column(col, justify="left" if col in ("stage", "deployed") else "right")
     for s in r["stages"]:
+        ms, speed = (s["latency_ms"], s["speedup"]) if on_target else (s["host_latency_ms"], s["host_speedup"])
+        m = "–" if s["map50_95"] is None else f"{s['map50_95']:.4f}" + ("*" if s.get("accuracy_on") == "host-reference" else "")
         table.add_row(
             s["stage"],
             "–" if s["nodes"] is None else f"{s['nodes']:,}",
             "–" if s["params"] is None else f"{s['params']:,}",
             "–" if s["macs"] is None else f"{s['macs'] / 1e9:.3f}",
-            _ms(s["latency_ms"]),
-            "–" if s["speedup"] is None else f"{s['speedup']:.2f}×",
-            "–" if s["map50_95"] is None else f"{s['map50_95']:.4f}",
+            _ms(ms),
+            "–" if speed is None else f"{speed:.2f}×",
+            m,
+            {True: "yes", False: "no", None: "–"}[s.get("deployed")],
             f"{s['seconds']:.1f}",
         )
     out.print(table)
+    if any(s.get("accuracy_on") == "host-reference" for s in r["stages"]):
+        out.print("[yellow]* x86 reference arithmetic, not the Pi's kernels[/]")
+    for d in (r.get("deploy") or {}).get("decisions", []):
+        out.print(f"{d['stage']}: {d['reason']}")
     lat = r.get("latency") or {}
     if "final_vs_baseline" in lat:
-        out.print(f"final vs baseline ({r['baseline']['model']}): {lat['final_vs_baseline']:.2f}× (same run)")
+        size = "same input size" if lat.get("same_size") else f"input {lat.get('final_imgsz')} vs {lat.get('baseline_imgsz')}"
+        out.print(f"final vs baseline ({r['baseline']['model']}): {lat['final_vs_baseline']:.2f}× (same run, {size})")
     if r.get("frame_ms"):
         f = r["frame_ms"]
+        where = "" if r.get("frame_ms_on") == "target" else " on this host"
         out.print(
-            f"one frame: preprocess {f['pre']:.1f} ms, inference {f['infer']:.1f} ms, postprocess {f['post']:.1f} ms"
+            f"one frame{where}: preprocess {f['pre']:.1f} ms, inference {f['infer']:.1f} ms, postprocess {f['post']:.1f} ms"
         )
     if r.get("latency_note"):
         out.print(f"[yellow]{r['latency_note']}[/]")
+    if r["arithmetic"].get("pi_command"):
+        out.print(f"measure with the Pi's kernels — {r['arithmetic']['pi_command']}")
     if r.get("sample"):
         out.print(f"sample: {r['sample']} ({', '.join(r.get('sample_detections', [])) or 'no detections'})")
     out.print(f"wrote {r['final']}, report.md, report.json, {Path(r['plot']).name if r.get('plot') else ''}")
@@ -349,11 +365,23 @@ def _print_search(out: Console, r: dict[str, Any]) -> None:
             "–" if c["prune"] is None else f"{c['prune']}",
             "yes" if c["int8"] else "no",
             _ms(c["latency_ms"]),
-            f"{c['speedup']:.2f}×",
+            "–" if c["speedup"] is None else f"{c['speedup']:.2f}×",
             f"{c['map50_95']:.4f}",
             f"{c['loss_points']:.2f}",
             "●" if c["pareto"] else "",
             "◀" if c["chosen"] else "",
         )
     out.print(table)
+    if r.get("latency_note"):
+        out.print(f"[yellow]{r['latency_note']}[/]")
+    base = r.get("baseline")
+    if base:
+        out.print(
+            f"vs baseline ({base['model']}, input {base['imgsz']}): chosen {base['chosen_vs_baseline']:.2f}×"
+            + (
+                f"; at its input size {base['same_size']} {base['same_size_vs_baseline']:.2f}×"
+                if base.get("same_size")
+                else ""
+            )
+        )
     out.print(f"chosen: {r['chosen']}; wrote {r['plot']}, report.md, report.json")

@@ -47,14 +47,126 @@ def test_compile_x86_ort_writes_every_artifact(model: Path, tmp_path: Path) -> N
     assert "| fuse-nms |" in md and "preprocess" in md
 
 
-def test_compile_pi5_ort_says_latency_is_from_this_host(model: Path, tmp_path: Path) -> None:
+def test_compile_pi5_ort_on_x86_shows_no_pi_latency_and_marks_host_figures(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    data = write_dataset(tmp_path / "ds", 8)
+    out = tmp_path / "o"
+    r = run_cli("compile", model, "--target", "pi5-ort", "-o", out, "--data", data, "--rounds", "2", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert "not measured" in report["latency_note"] and "not the Pi's" in report["latency_note"]
+    assert all(s["latency_ms"] is None and s["speedup"] is None for s in report["stages"])  # no Pi latency
+    assert all(s["host_latency_ms"] > 0 for s in report["stages"])  # this host's, under its own key
+    by_stage = {s["stage"]: s for s in report["stages"]}
+    assert by_stage["int8"]["accuracy_on"] == "host-reference"
+    assert "x86 reference arithmetic, not the Pi's kernels" in by_stage["int8"]["accuracy_note"]
+    assert by_stage["lossless"]["accuracy_on"] == "host" and "fp32" in by_stage["lossless"]["accuracy_note"]
+    assert report["arithmetic"] == {
+        "host": "x86",
+        "accuracy": "host",
+        "latency": "host",
+        "pi_command": report["arithmetic"]["pi_command"],
+    }
+    assert "benchmarks/arm64/run graphopt eval" in report["arithmetic"]["pi_command"]
+    assert str(out / "stages" / "2-int8.onnx") in report["arithmetic"]["pi_command"]
+    # x86's clock cannot judge int8 on the Pi: the target's rule deploys it, and says why
+    (decision,) = report["deploy"]["decisions"]
+    assert decision["deployed"] is True and decision["speed"] is None and "does not judge" in decision["reason"]
+    md = (out / "report.md").read_text()
+    assert "x86 reference arithmetic, not the Pi's kernels" in md and "host ms (not the target's)" in md
+    assert "| latency (ms) |" not in md
+
+
+def test_compile_pi5_ort_bundled_calibration_is_named(model: Path, tmp_path: Path) -> None:
     r = run_cli("compile", model, "--target", "pi5-ort", "-o", tmp_path / "o", "--rounds", "2", "--json")
     assert r.code == 0, r.err
     report = json.loads(r.out)
-    assert "not on the Raspberry Pi 5" in report["latency_note"]
     assert "bundled" in report["calibration"] and report["accuracy_data"] is None
     assert all(s["map50_95"] is None for s in report["stages"])
     assert report["stages"][2]["notes"][0].startswith("calibrated on graphopt's 32 bundled")
+
+
+def test_compile_on_an_arm_host_measures_the_pi_targets_for_real(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    monkeypatch.delenv("GRAPHOPT_EMULATED", raising=False)
+    data = write_dataset(tmp_path / "ds", 8)
+    r = run_cli("compile", model, "--target", "pi5-ort", "-o", tmp_path / "o", "--data", data, "--rounds", "2", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["latency_note"] is None and report["arithmetic"]["latency"] == "target"
+    assert all(s["latency_ms"] is not None for s in report["stages"])
+    assert {s["accuracy_on"] for s in report["stages"]} == {"target"}
+    assert "pi_command" not in report["arithmetic"]
+    # under emulation the kernels are the Pi's but the clock is not
+    monkeypatch.setenv("GRAPHOPT_EMULATED", "qemu-user -cpu cortex-a76")
+    r = run_cli("compile", model, "--target", "pi5-ort", "-o", tmp_path / "e", "--data", data, "--rounds", "2", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["arithmetic"] | {"pi_command": None} == {
+        "host": "arm", "accuracy": "target", "latency": "host", "pi_command": None,
+    }  # fmt: skip
+    assert all(s["latency_ms"] is None for s in report["stages"]) and "emulated" in report["measured_on"]
+    assert "emulated" in report["deploy"]["decisions"][0]["reason"]
+
+
+def _stub_timer(slower: str, factor: float):  # noqa: ANN202
+    """A time_models stand-in: every model 10 ms, `slower` `factor` times that (the clock is not consulted)."""
+
+    def time_models(entries, image, threads, rounds):  # noqa: ANN001, ANN202
+        return {name: [10.0 * (factor if name == slower else 1.0)] * rounds for name, _, _ in entries}
+
+    return time_models
+
+
+def _has_qdq(path: Path) -> bool:
+    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+
+
+def test_compile_x86_deploys_lossless_where_int8_is_slower(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.delenv("GRAPHOPT_EMULATED", raising=False)
+    monkeypatch.setattr("graphopt.compile.compiler.time_models", _stub_timer("int8", 1 / 0.97))
+    out = tmp_path / "o"
+    r = run_cli("compile", model, "--target", "x86-ort", "-o", out, "--rounds", "3", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    (decision,) = report["deploy"]["decisions"]
+    assert decision == {
+        "stage": "int8",
+        "parent": "lossless",
+        "deployed": False,
+        "speed": pytest.approx(0.97),
+        "loss_points": None,
+        "reason": "0.97× of lossless on this host — deployed lossless",
+    }
+    by_stage = {s["stage"]: s for s in report["stages"]}
+    assert by_stage["int8"]["deployed"] is False and by_stage["fuse-nms"]["parent"] == "lossless"
+    assert by_stage["int8"]["latency_ms"] > 0  # both speeds of the same run are in the report
+    assert by_stage["lossless"]["latency_ms"] > 0
+    assert not _has_qdq(out / "model.onnx")
+    assert "int8: 0.97× of lossless on this host — deployed lossless" in (out / "report.md").read_text()
+    # --keep-lossy forces it
+    r = run_cli("compile", model, "--target", "x86-ort", "-o", tmp_path / "k", "--keep-lossy", "--rounds", "3", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["deploy"]["decisions"][0]["deployed"] is True and _has_qdq(tmp_path / "k" / "model.onnx")
+
+
+def test_compile_x86_deploys_int8_where_it_pays(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.delenv("GRAPHOPT_EMULATED", raising=False)
+    monkeypatch.setattr("graphopt.compile.compiler.time_models", _stub_timer("lossless", 1.5))
+    out = tmp_path / "o"
+    r = run_cli("compile", model, "--target", "x86-ort", "-o", out, "--rounds", "3", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["deploy"]["decisions"][0]["deployed"] is True and report["deploy"]["deployed_from"] == "int8"
+    assert _has_qdq(out / "model.onnx")
 
 
 def test_compile_pi5_ncnn_converts(model: Path, tmp_path: Path) -> None:

@@ -2,11 +2,15 @@
 
 Stages, each a step of one run with its own artifact in DIR/stages/: export (a `.pt`) → lossless →
 prune (if asked) → int8 (the target's flavour) → fuse-nms (onnxruntime targets) or convert (NCNN).
-Then every stage is measured the same way: accuracy on the labeled split of `--data` (when given),
-latency in one interleaved run on this machine (the target's thread count, capped by this machine's
-cores; onnxruntime's thread spinning off so sessions do not disturb each other), and the final
-model's frame time split into preprocess / inference / postprocess. DIR gets the deployable model,
-report.json + report.md, a latency-vs-mAP plot and one annotated sample image.
+Before the last stage the lossy stages are judged (graphopt.compile.deploy): each is deployed only
+where it pays on the target — this host's clock decides when the host is of the target's kind —
+within `--budget`; the last stage finishes the deployed chain. Then every stage is measured the same
+way: accuracy on the labeled split of `--data` (when given), latency in one interleaved run on this
+machine (the target's thread count, capped by this machine's cores; onnxruntime's thread spinning
+off so sessions do not disturb each other), and the final model's frame time split into preprocess /
+inference / postprocess. Every figure says where it was computed (graphopt.compile.targets): the
+target's arithmetic, or this host's. DIR gets the deployable model, report.json + report.md, a
+latency-vs-mAP plot and one annotated sample image.
 
 A failing stage stops the run with its one-line error; the artifacts of the stages before it stay,
 and report.json says which stage failed.
@@ -14,15 +18,17 @@ and report.json says which stage failed.
 
 from __future__ import annotations
 
-import os
-import platform
 import shutil
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from graphopt.compile.deploy import Candidate, Decision, decide
+from graphopt.compile.results import CompileReport, Stage
+from graphopt.compile.targets import Target, host_arch
 from graphopt.core.errors import GraphoptError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -30,59 +36,13 @@ DEFAULT_MODEL = ASSETS / "yolov5n-coco.pt"
 DEFAULT_IMAGE = ASSETS / "bus.jpg"
 DEFAULT_CALIB = ASSETS / "calib"
 
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    backend: str  # ort | ncnn
-    threads: int  # on the device
-    int8: str | None  # quantize.target for onnxruntime int8, None when the backend's int8 is not ORT's
-    nms_in_graph: bool
-    device: str  # where the artifact runs
-
-    def host_threads(self) -> int:
-        return max(1, min(self.threads, os.cpu_count() or 1))
-
-
-TARGETS = {
-    "x86-ort": Target("x86-ort", "ort", os.cpu_count() or 1, "x86", True, "this x86 machine"),
-    "pi5-ort": Target("pi5-ort", "ort", 4, "arm", True, "Raspberry Pi 5 (Cortex-A76, 4 cores)"),
-    "pi5-ncnn": Target("pi5-ncnn", "ncnn", 4, None, False, "Raspberry Pi 5 (Cortex-A76, 4 cores)"),
-}
-
-
-def default_target() -> str:
-    return "pi5-ort" if platform.machine().lower() in ("aarch64", "arm64") else "x86-ort"
-
-
-@dataclass
-class Stage:
-    name: str
-    artifact: Path | None = None
-    seconds: float = 0.0
-    summary: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    accuracy: dict[str, Any] | None = None
-    accuracy_from: str | None = None  # a stage verified equal to an earlier one reuses its mAP
-    latency_ms: float | None = None
-    speedup: float | None = None  # vs the first stage (the model as trained), same run
-    backend: str = "ort"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "stage": self.name,
-            "artifact": str(self.artifact) if self.artifact else None,
-            "backend": self.backend,
-            "seconds": round(self.seconds, 2),
-            **{k: self.summary.get(k) for k in ("nodes", "params", "macs")},
-            "ops": self.summary.get("ops"),
-            "map50_95": None if self.accuracy is None else self.accuracy["map50_95"],
-            "map50": None if self.accuracy is None else self.accuracy["map50"],
-            "accuracy_from": self.accuracy_from,
-            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 2),
-            "speedup": None if self.speedup is None else round(self.speedup, 3),
-            "notes": self.notes,
-        }
+# Where a figure computed on another kind of CPU than the target's stands, by what computed it.
+HOST_FP32 = "this host's fp32 kernels: fp32 agrees with the Pi's up to rounding (benchmarks/arm64 measures it)"
+HOST_INT8 = (
+    "x86 reference arithmetic, not the Pi's kernels: x86 onnxruntime does not fuse S8S8 QDQ and runs "
+    "the float reference between Q/DQ pairs; the Pi's integer kernels round otherwise"
+)
+HOST_NCNN = "this host's NCNN kernels, not the Pi's (on the Cortex-A76 NCNN computes in fp16)"
 
 
 @dataclass
@@ -100,6 +60,7 @@ class CompileOptions:
     trust: bool = False
     repo: str | None = None
     progress: bool = True
+    keep_lossy: bool = False  # deploy every lossy stage, paying or not
 
 
 class Compiler:
@@ -113,23 +74,31 @@ class Compiler:
         self.labeled = labeled_yaml(opts.data)
         self.started = time.perf_counter()
         self._say = _progress_printer(opts.progress)
+        self.deploy_from: str | None = None
+        self.decisions: list[Decision] = []
+        self.judged_by: str | None = None
+        self.baseline_accuracy: dict[str, Any] | None = None
+        self.latency: dict[str, Any] | None = None
+        self.frame_ms: dict[str, float] | None = None
+        self.sample_path: Path | None = None
+        self.sample_detections: list[str] = []
 
     # --- the run ------------------------------------------------------------------------------
 
     def plan(self) -> list[tuple[str, Callable[[], Stage]]]:
-        t = self.opts.target
-        steps: list[tuple[str, Callable[[], Stage]]] = [
-            ("export", self._export),
-            ("lossless", self._lossless),
-        ]
+        """The model stages: each made from the one before it."""
+        steps: list[tuple[str, Callable[[], Stage]]] = [("export", self._export), ("lossless", self._lossless)]
         if self.opts.prune is not None:
             steps.append(("prune", self._prune))
-        if t.int8 is not None:
+        if self.opts.target.int8 is not None:
             steps.append(("int8", self._int8))
-        steps.append(("fuse-nms", self._fuse_nms) if t.nms_in_graph else ("convert", self._convert))
         return steps
 
-    def run(self) -> dict[str, Any]:
+    def finish_step(self) -> tuple[str, Callable[[], Stage]]:
+        """The last stage, applied to the deployed model stage."""
+        return ("fuse-nms", self._fuse_nms) if self.opts.target.nms_in_graph else ("convert", self._convert)
+
+    def run(self) -> CompileReport:
         from runtime.files import FileProblem, output_dir
 
         try:
@@ -138,39 +107,52 @@ class Compiler:
         except FileProblem as exc:
             raise GraphoptError(str(exc)) from None
         steps = self.plan()
-        total = len(steps) + 1
+        finish = self.finish_step()
+        total = len(steps) + 2
         for i, (name, fn) in enumerate(steps, 1):
-            label = "input" if name == "export" and self.opts.source.suffix.lower() == ".onnx" else name
-            self._say(f"[{i}/{total}] {label}")
-            start = time.perf_counter()
-            try:
-                stage = fn()
-            except GraphoptError as exc:
-                self._write_report(failed=(name, str(exc)))
-                raise GraphoptError(
-                    f"compile stage '{name}' failed: {exc} (earlier artifacts in {self.opts.out})"
-                ) from exc
-            stage.seconds = time.perf_counter() - start
-            if stage.artifact is not None and stage.artifact.suffix == ".onnx":
-                from graphopt.core.model import load_model, summarize
-
-                stage.summary = summarize(load_model(stage.artifact))
-            self.stages.append(stage)
-            self._say(
-                f"      {name}: {stage.seconds:.1f} s" + (f" — {stage.notes[0]}" if stage.notes else "")
-            )
+            self._run_stage(i, total, name, fn)
+        if self.labeled:
+            self._accuracy()  # before the decision: the budget is about accuracy
+        self._decide()
+        self._run_stage(len(steps) + 1, total, *finish)
         self._say(f"[{total}/{total}] measure (accuracy, latency, sample)")
         final = self._deploy()
-        measured = self._measure()
-        return self._write_report(final=final, measured=measured)
+        if self.labeled:
+            self._accuracy()
+            if self.opts.baseline:
+                self._baseline_accuracy()
+        self._latency()
+        self._sample()
+        return self._write_report(final=final, measured=True)
+
+    def _run_stage(self, i: int, total: int, name: str, fn: Callable[[], Stage]) -> None:
+        label = "input" if name == "export" and self.opts.source.suffix.lower() == ".onnx" else name
+        self._say(f"[{i}/{total}] {label}")
+        start = time.perf_counter()
+        try:
+            stage = fn()
+        except GraphoptError as exc:
+            self._write_report(failed=(name, str(exc)))
+            raise GraphoptError(
+                f"compile stage '{name}' failed: {exc} (earlier artifacts in {self.opts.out})"
+            ) from exc
+        stage.seconds = time.perf_counter() - start
+        if stage.parent is None and self.stages:
+            stage.parent = self.stages[-1].name
+        if stage.artifact is not None and stage.artifact.suffix == ".onnx":
+            from graphopt.core.model import load_model, summarize
+
+            stage.summary = summarize(load_model(stage.artifact))
+        self.stages.append(stage)
+        self._say(f"      {name}: {stage.seconds:.1f} s" + (f" — {stage.notes[0]}" if stage.notes else ""))
 
     # --- stages -------------------------------------------------------------------------------
 
     def _path(self, name: str) -> Path:
         return self.stage_dir / f"{len(self.stages)}-{name}.onnx"
 
-    def _previous_onnx(self) -> Path:
-        return next(s.artifact for s in reversed(self.stages) if s.artifact and s.artifact.suffix == ".onnx")
+    def _stage(self, name: str) -> Stage:
+        return next(s for s in self.stages if s.name == name)
 
     def _export(self) -> Stage:
         src = self.opts.source
@@ -198,12 +180,18 @@ class Compiler:
             notes=[f"{r['family']}, verified against torch (max abs diff {r['max_abs_diff']:.2e})"],
         )
 
-    def _optimize(self, name: str, passes: list[str] | None, recipe: str | None, options: dict) -> Stage:
+    def _optimize(
+        self, name: str, passes: list[str] | None, recipe: str | None, options: dict, source: Stage | None = None
+    ) -> Stage:
+        source = source or self.stages[-1]
+        assert source.artifact is not None and source.artifact.suffix == ".onnx"
         out = self._path(name)
-        reports = optimize_file(self._previous_onnx(), out, passes, recipe, options, self.calibration)
-        stage = Stage(name, out, notes=[n for r in reports for n in r.notes])
-        if all(r.lossless for r in reports):
-            stage.accuracy_from = self.stages[-1].name
+        reports = optimize_file(source.artifact, out, passes, recipe, options, self.calibration)
+        stage = Stage(name, out, notes=[n for r in reports for n in r.notes], parent=source.name)
+        stage.lossy = not all(r.lossless for r in reports)
+        stage.precision = source.precision
+        if not stage.lossy:
+            stage.accuracy_from = source.name
         return stage
 
     def _lossless(self) -> Stage:
@@ -217,11 +205,12 @@ class Compiler:
         if self.opts.budget is not None:
             options["budget"] = self.opts.budget
         stage = self._optimize("int8", ["quantize"], None, {"quantize": options})
+        stage.precision = "int8"
         stage.notes.insert(0, f"calibrated on {self.calibration_note}")
         return stage
 
     def _fuse_nms(self) -> Stage:
-        stage = self._optimize("fuse-nms", ["fuse-nms"], None, {})
+        stage = self._optimize("fuse-nms", ["fuse-nms"], None, {}, source=self._deployed_stage())
         stage.notes.append(
             "NMS in the graph equals the runtime's host NMS at its thresholds (verified); its accuracy is the "
             "previous stage's at the validator's settings"
@@ -231,9 +220,10 @@ class Compiler:
     def _convert(self) -> Stage:
         from graphopt.compile.ncnn import convert_to_ncnn
 
+        source = self._deployed_stage()
         out = self.stage_dir / f"{len(self.stages)}-ncnn"
-        result = convert_to_ncnn(self._previous_onnx(), out, fp16=True, verify_image=self.opts.image)
-        stage = Stage("convert", Path(result["param"]).parent, backend="ncnn")
+        result = convert_to_ncnn(source.artifact, out, fp16=True, verify_image=self.opts.image)
+        stage = Stage("convert", Path(result["param"]).parent, backend="ncnn", parent=source.name, precision="fp16")
         stage.notes.append(
             f"pnnx → NCNN, fp16 weights; max abs diff vs onnxruntime {max(result['max_abs_diff'].values()):.2e}"
         )
@@ -243,10 +233,57 @@ class Compiler:
         )
         return stage
 
+    # --- which lossy stages pay ---------------------------------------------------------------
+
+    def _deployed_stage(self) -> Stage:
+        return self._stage(self.deploy_from) if self.deploy_from else self.stages[-1]
+
+    def _decide(self) -> None:
+        """Judge each lossy stage against its parent on the target's clock, where this host has it."""
+        t = self.opts.target
+        if not any(s.lossy for s in self.stages):
+            self.deploy_from = self.stages[-1].name
+            for s in self.stages:
+                s.deployed = True
+            return
+        speed: dict[str, float] | None = None
+        if t.host_times_target():
+            self._say("      deploy: timing each lossy stage against its parent (interleaved)")
+            times = time_models(
+                [(s.name, s.artifact, s.backend) for s in self.stages],  # type: ignore[misc]
+                self.opts.image,
+                t.host_threads(),
+                self.opts.rounds,
+            )
+            speed = {
+                s.name: statistics.median(a / b for a, b in zip(times[s.parent], times[s.name], strict=True))
+                for s in self.stages
+                if s.parent is not None
+            }
+            self.judged_by = "on this host"
+        elif t.host_is_target_kind():
+            self.judged_by = "(this host is emulated: its clock does not judge the Pi's speed)"
+        else:
+            self.judged_by = f"(this {host_arch()} host's clock does not judge the {t.device}'s speed)"
+        chain = [
+            Candidate(s.name, s.parent, s.lossy, None if s.accuracy is None else s.accuracy["map50_95"])
+            for s in self.stages
+        ]
+        self.deploy_from, self.decisions = decide(chain, speed, self.judged_by, self.opts.budget, self.opts.keep_lossy)
+        kept = {d.stage: d.deployed for d in self.decisions}
+        on_chain = True
+        for s in self.stages:
+            on_chain = on_chain and kept.get(s.name, True)
+            s.deployed = on_chain
+        for d in self.decisions:
+            self._stage(d.stage).notes.append(d.reason)
+            self._say(f"      deploy: {d.stage}: {d.reason}")
+
     # --- deploy and measure -------------------------------------------------------------------
 
     def _deploy(self) -> Path:
         last = self.stages[-1]
+        last.deployed = True
         assert last.artifact is not None
         if last.backend == "ncnn":
             final = self.opts.out / "ncnn"
@@ -260,58 +297,77 @@ class Compiler:
         save_model(load_model(last.artifact), final, input_path=self.opts.source)
         return final
 
-    def _measure(self) -> dict[str, Any]:
-        measured: dict[str, Any] = {}
-        if self.labeled:
-            self._accuracy()
-        measured["latency"] = self._latency()
-        measured["frame_ms"], measured["sample"] = self._sample()
-        return measured
+    def _arithmetic(self, stage: Stage) -> tuple[str, str | None]:
+        """Where a stage's accuracy figure stands: the target's kernels, or this host's."""
+        t = self.opts.target
+        if t.host_is_target_kind():
+            return "target", None
+        if stage.backend == "ncnn":
+            return "host", HOST_NCNN
+        if stage.precision == "int8" and t.int8 == "arm":
+            return "host-reference", HOST_INT8
+        return "host", HOST_FP32
 
     def _accuracy(self) -> None:
         from graphopt.eval.evaluate import evaluate
 
-        by_name: dict[str, dict[str, Any]] = {}
         for stage in self.stages:
-            if stage.accuracy_from and stage.accuracy_from in by_name:  # verified equal to that stage
-                stage.accuracy = by_name[stage.accuracy_from]
-            else:
-                self._say(f"      eval {stage.name}")
-                r = evaluate(
-                    stage.artifact,  # type: ignore[arg-type]
-                    self.labeled,  # type: ignore[arg-type]
-                    backend=stage.backend,
-                    threads=self.opts.target.host_threads(),
-                    progress=self.opts.progress,
-                )
-                stage.accuracy = {"map50_95": r.map50_95, "map50": r.map50}
-            by_name[stage.name] = stage.accuracy  # type: ignore[assignment]
-        if self.opts.baseline:
-            r = evaluate(self.opts.baseline, self.labeled, progress=self.opts.progress)  # type: ignore[arg-type]
-            self.baseline_accuracy = {"map50_95": r.map50_95, "map50": r.map50}
+            if stage.accuracy is not None:
+                continue
+            source = self._stage(stage.accuracy_from) if stage.accuracy_from else None
+            if source is not None and source.accuracy is not None:  # verified equal to that stage
+                stage.accuracy = source.accuracy
+                stage.accuracy_on, stage.accuracy_note = source.accuracy_on, source.accuracy_note
+                continue
+            self._say(f"      eval {stage.name}")
+            r = evaluate(
+                stage.artifact,  # type: ignore[arg-type]
+                self.labeled,  # type: ignore[arg-type]
+                backend=stage.backend,
+                threads=self.opts.target.host_threads(),
+                progress=self.opts.progress,
+            )
+            stage.accuracy = {"map50_95": r.map50_95, "map50": r.map50}
+            stage.accuracy_on, stage.accuracy_note = self._arithmetic(stage)
+
+    def _baseline_accuracy(self) -> None:
+        from graphopt.eval.evaluate import evaluate
+
+        r = evaluate(self.opts.baseline, self.labeled, progress=self.opts.progress)  # type: ignore[arg-type]
+        self.baseline_accuracy = {"map50_95": r.map50_95, "map50": r.map50}
 
     def _latency(self) -> dict[str, Any]:
         """Every stage (and the baseline) in turns on one letterboxed image: ratios hold on a noisy machine."""
-        import statistics
-
-        threads = self.opts.target.host_threads()
+        t = self.opts.target
+        threads = t.host_threads()
         entries = [(s.name, s.artifact, s.backend) for s in self.stages]
         if self.opts.baseline:
             entries.append(("baseline", self.opts.baseline, "ort"))
         times = time_models(entries, self.opts.image, threads, self.opts.rounds)  # type: ignore[arg-type]
         first = self.stages[0].name
         for s in self.stages:
-            s.latency_ms = statistics.median(times[s.name])
-            s.speedup = statistics.median(a / b for a, b in zip(times[first], times[s.name], strict=True))
-        result: dict[str, Any] = {"threads": threads, "rounds": self.opts.rounds, "spinning": False}
+            s.host_latency_ms = statistics.median(times[s.name])
+            s.host_speedup = statistics.median(a / b for a, b in zip(times[first], times[s.name], strict=True))
+            if t.host_times_target():
+                s.latency_ms, s.speedup = s.host_latency_ms, s.host_speedup
+        result: dict[str, Any] = {
+            "threads": threads,
+            "rounds": self.opts.rounds,
+            "spinning": False,
+            "on": "target" if t.host_times_target() else "host",
+        }
         if self.opts.baseline:
             result["baseline_ms"] = statistics.median(times["baseline"])
             result["final_vs_baseline"] = statistics.median(
                 a / b for a, b in zip(times["baseline"], times[self.stages[-1].name], strict=True)
             )
+            result["baseline_imgsz"] = input_hw(self.opts.baseline)
+            result["final_imgsz"] = input_hw(self.stages[-1].artifact)
+            result["same_size"] = result["baseline_imgsz"] == result["final_imgsz"]
+        self.latency = result
         return result
 
-    def _sample(self) -> tuple[dict[str, float], Path]:
+    def _sample(self) -> None:
         import cv2
         import numpy as np
 
@@ -327,7 +383,7 @@ class Compiler:
         splits = []
         for _ in range(10):
             splits.append(det(frame).timings_ms)
-        frame_ms = {k: float(np.median([s[k] for s in splits])) for k in ("pre", "infer", "post")}
+        self.frame_ms = {k: float(np.median([s[k] for s in splits])) for k in ("pre", "infer", "post")}
         out = self.opts.out / "sample.jpg"
         annotated = draw(frame.copy(), result)
 
@@ -336,49 +392,94 @@ class Compiler:
             raise GraphoptError("cannot encode the annotated sample image")
         atomic_write(out, lambda tmp: tmp.write_bytes(encoded.tobytes()), "annotated sample image")
         self.sample_detections = [f"{n} {s:.2f}" for n, s in zip(result.names, result.scores, strict=True)]
-        return frame_ms, out
+        self.sample_path = out
 
     # --- report -------------------------------------------------------------------------------
 
     def _write_report(
-        self,
-        final: Path | None = None,
-        measured: dict[str, Any] | None = None,
-        failed: tuple[str, str] | None = None,
-    ) -> dict[str, Any]:
+        self, final: Path | None = None, measured: bool = False, failed: tuple[str, str] | None = None
+    ) -> CompileReport:
         from graphopt.compile.report import write_plot, write_reports
 
         t = self.opts.target
-        report: dict[str, Any] = {
-            "source": str(self.opts.source),
-            "target": t.name,
-            "device": t.device,
-            "backend": t.backend,
-            "measured_on": f"this host ({platform.machine()}, {os.cpu_count()} cores), {t.host_threads()} thread(s)",
-            "latency_note": (
-                None
-                if t.name == "x86-ort"
-                else f"latency was measured on this host, not on the {t.device}: use the ratios, not the ms"
-            ),
-            "calibration": self.calibration_note,
-            "accuracy_data": str(self.labeled) if self.labeled else None,
-            "stages": [s.as_dict() for s in self.stages],
-            "final": str(final) if final else None,
-            "seconds": round(time.perf_counter() - self.started, 1),
-            "failed": None if failed is None else {"stage": failed[0], "error": failed[1]},
-        }
+        on_target = t.host_times_target()
+        report = CompileReport(
+            source=str(self.opts.source),
+            target=t.name,
+            device=t.device,
+            backend=t.backend,
+            measured_on=f"{t.host_label()}, {t.host_threads()} thread(s)",
+            latency_note=None if on_target else _latency_note(t),
+            calibration=self.calibration_note,
+            accuracy_data=str(self.labeled) if self.labeled else None,
+            stages=self.stages,
+            final=str(final) if final else None,
+            seconds=round(time.perf_counter() - self.started, 1),
+            failed=None if failed is None else {"stage": failed[0], "error": failed[1]},
+            arithmetic=self._arithmetic_summary(final),
+            deploy=None
+            if self.deploy_from is None
+            else {
+                "deployed_from": self.deploy_from,
+                "judged_by": self.judged_by,
+                "decisions": [d.as_dict() for d in self.decisions],
+            },
+        )
         if measured:
-            report["latency"] = measured["latency"]
-            report["frame_ms"] = {k: round(v, 2) for k, v in measured["frame_ms"].items()}
-            report["sample"] = str(measured["sample"])
-            report["sample_detections"] = getattr(self, "sample_detections", [])
-            if getattr(self, "baseline_accuracy", None):
-                report["baseline"] = {"model": str(self.opts.baseline), **self.baseline_accuracy}
-            elif self.opts.baseline:
-                report["baseline"] = {"model": str(self.opts.baseline)}
-            report["plot"] = str(write_plot(report, self.opts.out / "latency_vs_map.png"))
+            report.latency = self.latency
+            report.frame_ms = self.frame_ms
+            report.frame_ms_on = t.host_label() if not on_target else "target"
+            report.sample = str(self.sample_path)
+            report.sample_detections = self.sample_detections
+            if self.opts.baseline:
+                report.baseline = {"model": str(self.opts.baseline), **(self.baseline_accuracy or {})}
+            report.plot = str(write_plot(report, self.opts.out / "latency_vs_map.png"))
         write_reports(report, self.opts.out)
         return report
+
+    def _arithmetic_summary(self, final: Path | None) -> dict[str, Any]:
+        """Which of the report's figures are the target's arithmetic and which this host's, and the
+        command that measures the deployed model with the target's kernels where this host cannot."""
+        t = self.opts.target
+        summary: dict[str, Any] = {
+            "host": host_arch(),
+            "accuracy": "target" if t.host_is_target_kind() else "host",
+            "latency": "target" if t.host_times_target() else "host",
+        }
+        if not t.host_times_target() and self.deploy_from is not None:
+            # NMS in the graph scores at baked thresholds: the model it was appended to is what eval scores
+            scored = final if final is not None and t.backend == "ncnn" else self._deployed_stage().artifact
+            summary["pi_command"] = t.pi_command(str(scored), str(self.labeled) if self.labeled else None)
+        return summary
+
+
+def _latency_note(t: Target) -> str:
+    return (
+        f"latency on the {t.device} was not measured: {t.host_label()} is not one, so its times (host_latency_ms) "
+        "are this host's reference, not the Pi's; on the Pi: graphopt bench DIR/"
+        + ("ncnn" if t.backend == "ncnn" else "model.onnx")
+    )
+
+
+def input_hw(path: Path | None) -> list[int] | None:
+    """[H, W] of a model's first input when static (an NCNN folder: its sidecar's)."""
+    if path is None:
+        return None
+    try:
+        if Path(path).is_dir():
+            import json
+
+            sidecar = next(Path(path).glob("*.ncnn.json"))
+            dims = json.loads(sidecar.read_text())["inputs"][0]["shape"]
+        else:
+            import onnx
+
+            shape = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in shape.dim]
+        hw = [int(d) for d in dims[-2:]]
+    except Exception:  # noqa: BLE001 - a size we cannot read is reported as unknown
+        return None
+    return hw if all(d > 0 for d in hw) else None
 
 
 def time_models(

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from graphopt.compile.compiler import (
     CompileOptions,
@@ -25,33 +23,15 @@ from graphopt.compile.compiler import (
     optimize_file,
     time_models,
 )
+from graphopt.compile.deploy import MIN_GAIN
+from graphopt.compile.results import SearchConfig, SearchReport
 from graphopt.core.errors import GraphoptError
 
 SIZES = (640, 512, 416, 320)
 PRUNES = (None, 0.85, 0.7)
 
 
-@dataclass
-class Config:
-    imgsz: int
-    prune: float | None
-    int8: bool
-    artifact: str = ""
-    map50_95: float = 0.0
-    map50: float = 0.0
-    latency_ms: float = 0.0
-    speedup: float = 1.0
-    loss_points: float = 0.0
-    pareto: bool = False
-    chosen: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"{self.imgsz}" + (f"-p{self.prune}" if self.prune else "") + ("-int8" if self.int8 else "")
-
-
-def search(opts: CompileOptions, budget: float) -> dict[str, Any]:
-
+def search(opts: CompileOptions, budget: float) -> SearchReport:
     from graphopt.compile.report import write_reports
     from graphopt.eval.evaluate import evaluate
     from runtime.files import FileProblem, output_dir
@@ -69,10 +49,77 @@ def search(opts: CompileOptions, budget: float) -> dict[str, Any]:
     except FileProblem as exc:
         raise GraphoptError(str(exc)) from None
     calibration, calibration_note = calibration_source(opts.data)
+    configs = _build(opts, work, calibration)
+    for c in configs:
+        _say(opts, f"eval {c.name}")
+        r = evaluate(c.artifact, labeled, threads=opts.target.host_threads(), progress=opts.progress)
+        c.map50_95, c.map50 = r.map50_95, r.map50
+    _say(opts, "latency (interleaved)")
+    entries = [(c.name, Path(c.artifact), "ort") for c in configs]
+    if opts.baseline:
+        entries.append(("baseline", opts.baseline, "ort"))
+    times = time_models(entries, opts.image, opts.target.host_threads(), opts.rounds)
+    reference = configs[0]  # largest size, unpruned, fp32
+    on_target = opts.target.host_times_target()
+    by_name = {c.name: c for c in configs}
+    for c in configs:
+        c.host_latency_ms = statistics.median(times[c.name])
+        c.speedup = statistics.median(a / b for a, b in zip(times[reference.name], times[c.name], strict=True))
+        c.latency_ms = c.host_latency_ms
+        c.loss_points = round(100 * (reference.map50_95 - c.map50_95), 2)
+        if c.int8 and not on_target:
+            # this host's int8 is not the target's (x86 runs S8S8 as a float reference): not ranked
+            c.rankable, c.latency_ms, c.speedup = False, None, None
+            c.note = "int8 speed on the target is unknown on this host: not ranked"
+        elif c.int8:
+            parent = by_name[c.parent]  # type: ignore[index]
+            gain = statistics.median(a / b for a, b in zip(times[parent.name], times[c.name], strict=True))
+            if gain < MIN_GAIN:
+                c.rankable = False
+                c.note = f"{gain:.2f}× of {parent.name} on this host — int8 does not pay"
+    ranked = [c for c in configs if c.rankable]
+    for c in ranked:
+        c.pareto = not any(
+            o.latency_ms <= c.latency_ms  # type: ignore[operator]
+            and o.map50_95 >= c.map50_95
+            and (o.latency_ms, o.map50_95) != (c.latency_ms, c.map50_95)
+            for o in ranked
+        )
+    within = [c for c in ranked if c.loss_points <= budget]
+    chosen = min(within, key=lambda c: c.latency_ms) if within else reference  # type: ignore[arg-type,return-value]
+    chosen.chosen = True
+    final = opts.out / "model.onnx"
+    optimize_file(Path(chosen.artifact), final, ["fuse-nms"], None, {}, calibration)
+    report = SearchReport(
+        source=str(opts.source),
+        target=opts.target.name,
+        device=opts.target.device,
+        budget=budget,
+        calibration=calibration_note,
+        accuracy_data=str(labeled),
+        measured_on=f"{opts.target.host_label()}, {opts.target.host_threads()} thread(s), {opts.rounds} interleaved rounds",
+        latency_note=None
+        if on_target
+        else f"latency is this host's, not the {opts.target.device}'s: fp32 configurations are ranked by it, int8 ones are not",
+        reference=reference.name,
+        chosen=chosen.name,
+        final=str(final),
+        configs=configs,
+        seconds=0.0,
+    )
+    if opts.baseline:
+        report.baseline = _versus_baseline(opts.baseline, times, configs, chosen, budget)
+    report.plot = str(_plot(report, opts.out / "pareto.png"))
+    report.seconds = round(time.perf_counter() - started, 1)
+    write_reports(report, opts.out)
+    return report
+
+
+def _build(opts: CompileOptions, work: Path, calibration: str) -> list[SearchConfig]:
+    """Every configuration's model: per size, lossless → prune → int8; each prune and calibration once."""
     is_onnx = opts.source.suffix.lower() == ".onnx"
-    sizes = (None,) if is_onnx else SIZES
-    configs: list[Config] = []
-    for size in sizes:
+    configs: list[SearchConfig] = []
+    for size in (None,) if is_onnx else SIZES:
         lossless = work / f"{size or 'input'}-lossless.onnx"
         source = opts.source
         if not is_onnx:
@@ -90,61 +137,45 @@ def search(opts: CompileOptions, budget: float) -> dict[str, Any]:
                 fp32 = work / f"{size}-p{prune}.onnx"
                 _say(opts, f"prune {size} to {prune}")
                 optimize_file(lossless, fp32, ["prune"], None, {"prune": {"macs": prune}}, calibration)
-            configs.append(Config(size, prune, False, str(fp32)))
+            parent = SearchConfig(size, prune, False, str(fp32))
+            configs.append(parent)
             int8 = fp32.with_name(fp32.stem + "-int8.onnx")
             _say(opts, f"int8 {fp32.stem}")
             optimize_file(
                 fp32, int8, ["quantize"], None, {"quantize": {"target": opts.target.int8}}, calibration
             )
-            configs.append(Config(size, prune, True, str(int8)))
-    for c in configs:
-        _say(opts, f"eval {c.name}")
-        r = evaluate(c.artifact, labeled, threads=opts.target.host_threads(), progress=opts.progress)
-        c.map50_95, c.map50 = r.map50_95, r.map50
-    _say(opts, "latency (interleaved)")
-    times = time_models(
-        [(c.name, Path(c.artifact), "ort") for c in configs],
-        opts.image,
-        opts.target.host_threads(),
-        opts.rounds,
-    )
-    reference = configs[0]  # largest size, unpruned, fp32
-    for c in configs:
-        c.latency_ms = statistics.median(times[c.name])
-        c.speedup = statistics.median(
-            a / b for a, b in zip(times[reference.name], times[c.name], strict=True)
-        )
-        c.loss_points = round(100 * (reference.map50_95 - c.map50_95), 2)
-    for c in configs:
-        c.pareto = not any(
-            o.latency_ms <= c.latency_ms
-            and o.map50_95 >= c.map50_95
-            and (o.latency_ms, o.map50_95) != (c.latency_ms, c.map50_95)
-            for o in configs
-        )
-    within = [c for c in configs if c.loss_points <= budget]
-    chosen = min(within, key=lambda c: c.latency_ms) if within else reference
-    chosen.chosen = True
-    final = opts.out / "model.onnx"
-    optimize_file(Path(chosen.artifact), final, ["fuse-nms"], None, {}, calibration)
-    report: dict[str, Any] = {
-        "source": str(opts.source),
-        "target": opts.target.name,
-        "device": opts.target.device,
-        "budget": budget,
-        "calibration": calibration_note,
-        "accuracy_data": str(labeled),
-        "measured_on": f"this host, {opts.target.host_threads()} thread(s), {opts.rounds} interleaved rounds",
-        "reference": reference.name,
-        "chosen": chosen.name,
-        "final": str(final),
-        "search": [asdict(c) | {"name": c.name} for c in configs],
-        "seconds": round(time.perf_counter() - started, 1),
-        "stages": [],
+            configs.append(SearchConfig(size, prune, True, str(int8), parent=parent.name))
+    return configs
+
+
+def _versus_baseline(
+    baseline: Path,
+    times: dict[str, list[float]],
+    configs: list[SearchConfig],
+    chosen: SearchConfig,
+    budget: float,
+) -> dict[str, object]:
+    """The chosen configuration against a peer's export, and apart from it the fastest configuration
+    within the budget at the peer's own input size: what the graph work bought without what a smaller
+    input bought."""
+    from graphopt.compile.compiler import input_hw
+
+    size = input_hw(baseline)
+    at_size = [c for c in configs if size is not None and [c.imgsz, c.imgsz] == size]
+    same = [c for c in at_size if c.rankable and c.loss_points <= budget] or at_size[:1]
+    best_same = min(same, key=lambda c: c.host_latency_ms if c.latency_ms is None else c.latency_ms) if same else None
+
+    def ratio(c: SearchConfig) -> float:
+        return statistics.median(a / b for a, b in zip(times["baseline"], times[c.name], strict=True))
+
+    return {
+        "model": str(baseline),
+        "imgsz": size,
+        "latency_ms": statistics.median(times["baseline"]),
+        "chosen_vs_baseline": ratio(chosen),
+        "same_size": None if best_same is None else best_same.name,
+        "same_size_vs_baseline": None if best_same is None else ratio(best_same),
     }
-    report["plot"] = str(_plot(report, opts.out / "pareto.png"))
-    write_reports(report, opts.out)
-    return report
 
 
 def _input_size(path: Path) -> int:
@@ -161,7 +192,7 @@ def _say(opts: CompileOptions, line: str) -> None:
         print(f"search: {line}", file=sys.stderr, flush=True)
 
 
-def _plot(report: dict[str, Any], path: Path) -> Path:
+def _plot(searched: SearchReport, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,7 +200,8 @@ def _plot(report: dict[str, Any], path: Path) -> Path:
 
     from graphopt.core.fileio import atomic_write
 
-    rows = report["search"]
+    report = searched.as_dict()
+    rows = [r | {"latency_ms": r["host_latency_ms"] if r["latency_ms"] is None else r["latency_ms"]} for r in report["search"]]
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=110)
     for int8, marker in ((False, "o"), (True, "^")):
         pts = [r for r in rows if r["int8"] == int8]
