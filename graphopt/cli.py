@@ -615,24 +615,10 @@ def convert(model: str, target: str, output: str, fp16: bool, data: str | None, 
 )
 def list_passes(as_json: bool) -> None:
     """Registered passes, whether each is lossless, their options and what they need."""
-    from graphopt.passes.options import describe
-    from graphopt.passes.registry import all_passes
+    from graphopt.passes import all_passes
     from graphopt.report import print_passes
 
-    passes = []
-    for s in all_passes():
-        details = describe(s.options)
-        defaults = s.options()
-        passes.append(
-            {
-                "name": s.name,
-                "lossless": s.is_lossless(defaults),
-                "description": s.description,
-                "options": {k: d["default"] for k, d in details.items()},
-                "option_details": details,
-                "requires": list(s.requirements(defaults)),
-            }
-        )
+    passes = [spec.describe() for spec in all_passes()]
     if as_json:
         _echo_json(passes)
     else:

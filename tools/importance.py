@@ -58,8 +58,7 @@ def importance_report(model: Any, data: str | None, top: int, samples: int, prob
     from graphopt.core.graph import constant_value
     from graphopt.core.model import read_metadata
     from graphopt.data.feeds import FeedSource
-    from graphopt.prune import alloc as alloc
-    from graphopt.prune import channels
+    from graphopt.prune import alloc, channels
     from runtime.metadata import parse_metadata
 
     graph = gs.import_onnx(model)

@@ -9,7 +9,7 @@ import onnxruntime as ort
 
 from graphopt.core.errors import GraphoptError
 
-Feed = dict[str, np.ndarray]
+Feed = dict[str, np.ndarray]  # one model input set: input name → tensor
 
 
 def session(model: onnx.ModelProto, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:

@@ -12,12 +12,11 @@ import onnx
 
 from graphopt.core.errors import GraphoptError
 from graphopt.core.model import io_signature, read_metadata
+from graphopt.core.ort_session import Feed
 from graphopt.data.datasets import resolve_images
 from runtime.metadata import parse_metadata
 from runtime.preprocess import Preprocess
 from runtime.sources import read_image
-
-Feed = dict[str, np.ndarray]
 
 
 class Feeds(list):

@@ -179,11 +179,11 @@ class Pipeline:
         """What passes need from the command line (calibration images, …), before any pass runs."""
         for step in self.steps:
             for need in step.spec.requirements(step.options):
-                kind, text = REQUIREMENTS[need]
-                if kind == "data" and need == "calibration_data" and not self.feeds.images:
-                    raise GraphoptError(f"pass '{step.spec.name}' needs {text}")
-                if kind.startswith("package:") and not all(map(_installed, kind[8:].split(","))):
-                    raise GraphoptError(f"pass '{step.spec.name}' with these options needs {text}")
+                req = REQUIREMENTS[need]
+                if req.kind == "data" and need == "calibration_data" and not self.feeds.images:
+                    raise GraphoptError(f"pass '{step.spec.name}' needs {req.text}")
+                if req.kind == "package" and not all(map(_installed, req.packages)):
+                    raise GraphoptError(f"pass '{step.spec.name}' with these options needs {req.text}")
 
     def run(self, model: onnx.ModelProto) -> PipelineResult:
         check_opset(model)
@@ -272,13 +272,13 @@ def _installed(module: str) -> bool:
 def _check_graph_requirements(spec: PassSpec, options: Options, model: onnx.ModelProto) -> None:
     """What a pass needs of its input graph (an earlier pass, e.g. simplify, may have established it)."""
     for need in spec.requirements(options):
-        kind, text = REQUIREMENTS[need]
-        if kind != "graph":
+        req = REQUIREMENTS[need]
+        if req.kind != "graph":
             continue
         sig = io_signature(model)
         entries = sig["inputs"] if need == "static_input_shape" else sig["outputs"]
         if not all(e["shape"] and all(isinstance(d, int) and d > 0 for d in e["shape"]) for e in entries):
-            raise GraphoptError(f"pass '{spec.name}' needs {text}")
+            raise GraphoptError(f"pass '{spec.name}' needs {req.text}")
 
 
 def _without(reference: list[dict[str, Any]], removed: list[str]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from graphopt.core import ort_session
@@ -24,9 +25,7 @@ from graphopt.core.errors import GraphoptError
 from graphopt.core.graph import constant_value, to_model
 from graphopt.passes.options import OptionError, Options, option
 from graphopt.passes.registry import PassContext, PassResult, register
-from graphopt.prune import alloc as alloc
-from graphopt.prune import channels
-from graphopt.prune import recovery as recovery
+from graphopt.prune import alloc, channels, recovery
 from runtime.metadata import parse_metadata
 from runtime.preprocess import Preprocess
 
@@ -70,14 +69,8 @@ def prune(graph: gs.Graph, ctx: PassContext) -> PassResult:
     """Structured channel pruning to a MACs target, sensitivity-allocated, with recovery."""
     opts: PruneOptions = ctx.options
     original = gs.export_onnx(graph.copy(), do_type_check=False)  # before any edit: the reference
-    cg = channels.analyse(graph)
     nodes = {n.name: n for n in graph.nodes}
-    unknown = [n for n in opts.protect if n not in nodes]
-    if unknown:
-        raise GraphoptError(f"prune.protect names unknown node(s): {', '.join(unknown[:5])}")
-    for name in opts.protect:
-        for u in cg.producers.get(name, []):
-            cg.protected_raw.add(u)
+    cg = _analyse(graph, nodes, opts)
     if opts.dead_only:
         return _dead_only(cg, nodes)
     geo, other = alloc.geometry(original)
@@ -108,7 +101,6 @@ def prune(graph: gs.Graph, ctx: PassContext) -> PassResult:
     macs_after = alloc.macs(cg, geo, other, removed)
     found = recovery.consumers(cg, removed, downstream=opts.recover in ("lstsq", "distill"))
     changed = channels.apply(cg, removed)
-    error_pruned = error(to_model(graph, original))
     details: dict[str, Any] = {
         "macs_before": macs_before,
         "macs_after": macs_after,
@@ -126,12 +118,42 @@ def prune(graph: gs.Graph, ctx: PassContext) -> PassResult:
             }
             for p in sorted(plans, key=lambda p: p.kept / p.group.size)
         ],
-        "error_before_recovery": error_pruned,
+        "error_before_recovery": error(to_model(graph, original)),
     }
+    details.update(_recover(graph, original, found, feeds, ctx, meta, opts))
+    details["error_after_recovery"] = error(to_model(graph, original))
+    details["allocation_steps"] = len(log)
+    notes = _summary(opts, details, len(changed), sum(p.kept < p.group.size for p in plans), len(probe_feeds))
+    return PassResult(changed=bool(changed), notes=notes, details=details)
+
+
+def _analyse(graph: gs.Graph, nodes: dict[str, gs.Node], opts: PruneOptions) -> channels.ChannelGraph:
+    """The channel-dependency groups, with the convs `prune.protect` names kept whole."""
+    cg = channels.analyse(graph)
+    unknown = [n for n in opts.protect if n not in nodes]
+    if unknown:
+        raise GraphoptError(f"prune.protect names unknown node(s): {', '.join(unknown[:5])}")
+    for name in opts.protect:
+        for u in cg.producers.get(name, []):
+            cg.protected_raw.add(u)
+    return cg
+
+
+def _recover(
+    graph: gs.Graph,
+    original: onnx.ModelProto,
+    found: Any,
+    feeds: list[dict[str, np.ndarray]],
+    ctx: PassContext,
+    meta: Any,
+    opts: PruneOptions,
+) -> dict[str, Any]:
+    """Buy accuracy back after the cut: bias compensation, least squares, or distillation from it."""
     if opts.recover == "bn":
-        details.update(recovery.bias_compensation(graph, original, found, feeds))
-    elif opts.recover in ("lstsq", "distill"):
-        details.update(recovery.least_squares(graph, original, found, feeds))
+        return recovery.bias_compensation(graph, original, found, feeds)
+    if opts.recover not in ("lstsq", "distill"):
+        return {}
+    details = recovery.least_squares(graph, original, found, feeds)
     if opts.recover == "distill":  # starts from the least-squares fit
         fitted = details.pop("recovery_seconds")
         details.update(
@@ -147,21 +169,23 @@ def prune(graph: gs.Graph, ctx: PassContext) -> PassResult:
             )
         )
         details["recovery_seconds"] += fitted
-    details["error_after_recovery"] = error(to_model(graph, original))
+    return details
+
+
+def _summary(opts: PruneOptions, d: dict[str, Any], convs: int, groups: int, probes: int) -> list[str]:
     notes = [
-        f"MACs {macs_before / 1e9:.3g} G → {macs_after / 1e9:.3g} G ({macs_after / macs_before:.1%}; target "
-        f"{opts.macs:.0%}) in {len(changed)} conv(s) of {sum(p.kept < p.group.size for p in plans)} group(s); "
-        f"widths multiples of {opts.round_to}, groups of ≤ {opts.min_channels} channels kept",
-        f"head error on {len(probe_feeds)} calibration image(s): {error_pruned:.4g} pruned, "
-        f"{details['error_after_recovery']:.4g} after recover={opts.recover}",
+        f"MACs {d['macs_before'] / 1e9:.3g} G → {d['macs_after'] / 1e9:.3g} G "
+        f"({d['macs_after'] / d['macs_before']:.1%}; target {opts.macs:.0%}) in {convs} conv(s) of {groups} "
+        f"group(s); widths multiples of {opts.round_to}, groups of ≤ {opts.min_channels} channels kept",
+        f"head error on {probes} calibration image(s): {d['error_before_recovery']:.4g} pruned, "
+        f"{d['error_after_recovery']:.4g} after recover={opts.recover}",
     ]
-    if macs_after > target:
+    if d["macs_after"] > d["macs_target"]:
         notes.append(
             f"target not reached: every group is at its floor ({opts.floor:.0%}) or too narrow; "
             "lower prune.floor or prune.min_channels to go further"
         )
-    details["allocation_steps"] = len(log)
-    return PassResult(changed=bool(changed), notes=notes, details=details)
+    return notes
 
 
 def _bar(items: list[Any]) -> Any:

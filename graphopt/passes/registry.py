@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import onnx_graphsurgeon as gs
 
@@ -16,13 +16,24 @@ from graphopt.passes.options import Options
 if TYPE_CHECKING:
     from graphopt.data.feeds import FeedSource
 
-# What a pass can declare it needs. "data" requirements are checked before the first pass runs;
-# "graph" requirements on the pass's own input (an earlier pass may establish them).
-REQUIREMENTS: dict[str, tuple[str, str]] = {
-    "calibration_data": ("data", "calibration images (--data FOLDER, IMAGE or data.yaml)"),
-    "static_input_shape": ("graph", "a static input shape (export with a fixed --imgsz)"),
-    "static_output_shapes": ("graph", "static output shapes (run simplify before it)"),
-    "torch": ("package:torch,onnx2torch", "PyTorch and onnx2torch: pip install 'graphopt[torch]'"),
+@dataclass(frozen=True)
+class Requirement:
+    """Something a pass can declare it needs. `data` requirements are checked before the first pass
+    runs; `graph` ones on the pass's own input (an earlier pass may establish them); `package` ones
+    before the first pass, by whether the packages are installed."""
+
+    kind: Literal["data", "graph", "package"]
+    text: str  # what is needed, as the error names it
+    packages: tuple[str, ...] = ()
+
+
+REQUIREMENTS: dict[str, Requirement] = {
+    "calibration_data": Requirement("data", "calibration images (--data FOLDER, IMAGE or data.yaml)"),
+    "static_input_shape": Requirement("graph", "a static input shape (export with a fixed --imgsz)"),
+    "static_output_shapes": Requirement("graph", "static output shapes (run simplify before it)"),
+    "torch": Requirement(
+        "package", "PyTorch and onnx2torch: pip install 'graphopt[torch]'", ("torch", "onnx2torch")
+    ),
 }
 
 
@@ -72,6 +83,21 @@ class PassSpec:
 
     def requirements(self, options: Options) -> tuple[str, ...]:
         return tuple(self.requires(options) if callable(self.requires) else self.requires)
+
+    def describe(self) -> dict[str, Any]:
+        """What `graphopt passes` shows: name, kind, description, options (defaults and details), needs."""
+        from graphopt.passes.options import describe
+
+        details = describe(self.options)
+        defaults = self.options()
+        return {
+            "name": self.name,
+            "lossless": self.is_lossless(defaults),
+            "description": self.description,
+            "options": {k: d["default"] for k, d in details.items()},
+            "option_details": details,
+            "requires": list(self.requirements(defaults)),
+        }
 
 
 _REGISTRY: dict[str, PassSpec] = {}

@@ -24,10 +24,9 @@ from onnx import helper
 
 from graphopt.core import ort_session
 from graphopt.core.graph import constant_value, infer_shapes, to_model
+from graphopt.core.ort_session import Feed
 from graphopt.prune import channels
 from graphopt.prune.channels import ChannelGraph, Group
-
-Feed = dict[str, np.ndarray]
 
 
 @dataclass

@@ -360,29 +360,28 @@ def apply(cg: ChannelGraph, removed: set[int]) -> dict[str, tuple[int, int]]:
             names(f"{tensor.name}.pruned"), np.ascontiguousarray(np.take(value, rows, axis=axis))
         )
 
-    for name, units in cg.producers.items():
+    def cut_filters(name: str, units: list[int]) -> gs.Node | None:
+        """A conv's output filters (weights and bias) to its kept units; None when all are kept."""
         rows = keep(units)
         if len(rows) == len(units):
-            continue
+            return None
         node = nodes[name]
         take(node, 1, 0, rows)
         if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].name:
             take(node, 2, 0, rows)
         changed[name] = (len(units), len(rows))
+        return node
+
+    for name, units in cg.producers.items():
+        cut_filters(name, units)
     for name, units in cg.conv_inputs.items():
         cols = keep(units)
         if len(cols) != len(units):
             take(nodes[name], 1, 1, cols)
     for name, units in cg.depthwise.items():
-        rows = keep(units)
-        if len(rows) == len(units):
-            continue
-        node = nodes[name]
-        take(node, 1, 0, rows)
-        if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].name:
-            take(node, 2, 0, rows)
-        node.attrs["group"] = len(rows)
-        changed[name] = (len(units), len(rows))
+        node = cut_filters(name, units)
+        if node is not None:
+            node.attrs["group"] = changed[name][1]
     for node, index, units in cg.per_channel:
         rows = keep(units)
         if len(rows) == len(units):

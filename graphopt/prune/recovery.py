@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +24,10 @@ import onnx_graphsurgeon as gs
 from graphopt.core import ort_session
 from graphopt.core.errors import GraphoptError
 from graphopt.core.graph import Names, constant_value
+from graphopt.core.ort_session import Feed
 from graphopt.prune.alloc import channel_means, with_outputs
 from graphopt.prune.channels import ChannelGraph
 
-Feed = dict[str, np.ndarray]
 SAMPLES_PER_FEED = 1024  # output positions per image and layer for the least-squares fits
 
 
@@ -302,10 +303,26 @@ def distill(
     frames = [f for f in (read_image(p) for p in images) if f is not None]
     if not frames:
         raise GraphoptError("prune.recover=distill: no readable calibration image")
-    rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    batches = _augmented_batches(frames, preprocess, size, batch, np.random.default_rng(seed))
+    first, last = _fit(student, teacher, batches, _head_loss(head, nc), steps, lr)
+    written = _write_back(graph, student)
+    return {
+        "recovery_seconds": round(time.perf_counter() - start, 2),
+        "distill_steps": steps,
+        "distill_size": size,
+        "distill_loss": [first, last],
+        "distilled_convs": written,
+    }
 
-    def sample() -> Any:
+
+def _augmented_batches(
+    frames: list[np.ndarray], preprocess: Any, size: int, batch: int, rng: np.random.Generator
+) -> Iterator[Any]:
+    """Endless batches of calibration frames, flipped half the time and randomly cropped (no labels)."""
+    import torch
+
+    while True:
         xs = []
         for _ in range(batch):
             f = frames[rng.integers(len(frames))]
@@ -316,15 +333,19 @@ def distill(
             ch, cw = max(8, int(h * s)), max(8, int(w * s))
             y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
             xs.append(preprocess(np.ascontiguousarray(f[y0 : y0 + ch, x0 : x0 + cw]), (size, size))[0])
-        return torch.from_numpy(np.concatenate(xs))
+        yield torch.from_numpy(np.concatenate(xs))
 
-    loss_fn = _head_loss(head, nc)
+
+def _fit(student: Any, teacher: Any, batches: Iterator[Any], loss_fn: Any, steps: int, lr: float) -> tuple[float, float]:
+    """Adam with a cosine schedule: the student's head outputs toward the teacher's; first and last loss."""
+    import torch
+
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    first = last = None
-    for _ in _progress(range(steps), "distill"):
-        x = sample()
+    first = last = float("nan")
+    for i in _progress(range(steps), "distill"):
+        x = next(batches)
         with torch.no_grad():
             target = teacher(x)
         out = student(x)
@@ -336,15 +357,8 @@ def distill(
         opt.step()
         schedule.step()
         last = float(loss.detach())
-        first = last if first is None else first
-    written = _write_back(graph, student)
-    return {
-        "recovery_seconds": round(time.perf_counter() - start, 2),
-        "distill_steps": steps,
-        "distill_size": size,
-        "distill_loss": [first, last],
-        "distilled_convs": written,
-    }
+        first = last if i == 0 else first
+    return first, last
 
 
 def _progress(items: Any, desc: str) -> Any:
