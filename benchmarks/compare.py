@@ -3,20 +3,30 @@
 Models (same machine, same 2 threads, same letterboxed image for latency; mAP50-95 on the COCO128
 holdout half, calibration on the other half):
 - yolov5n-coco through yolov5's own `export.py` (a temp copy of ../shared/repos/yolov5) on
-  onnxruntime — the baseline every ratio is against;
+  onnxruntime — the baseline every ratio is against (640);
 - that ONNX through onnxruntime `quantize_static` with the library's defaults;
 - that ONNX through plain pnnx → NCNN (pnnx's defaults: fp16 weights), run with ncnn;
-- yolov9t-ball through Ultralytics' own exports (onnx; ncnn where it exports here; Ultralytics has
-  no int8 for either) — latency only: its one class, 'ball', is not a COCO class;
-- graphopt compile of yolov5n-coco for x86-ort, pi5-ort, pi5-ncnn, and of yolov9t-ball for x86-ort.
+- that ONNX on OpenVINO (fp32), and NNCF's int8 of it (`nncf.quantize`, preset MIXED, calibrated on
+  the calibration half) on OpenVINO — what an x86 user would pick instead (`pip install
+  "graphopt[bench-peers]"`; rows are skipped with the reason when OpenVINO is absent);
+- yolov9t-ball through Ultralytics' own exports (onnx; its ONNX int8 export, `int8=True`; ncnn where
+  it exports here) — latency only: its one class, 'ball', is not a COCO class;
+- graphopt compile of yolov5n-coco for x86-ort, pi5-ort, pi5-ncnn at the baseline's input size
+  (640), and of yolov9t-ball for x86-ort; and `graphopt compile --search` for x86-ort: its Pareto
+  pick (which may be at another input size) on a row of its own, so the table shows what the graph
+  work bought apart from what a smaller input bought.
+
+The pi5-* artifacts are timed here too, on x86: those are host figures, not the Pi's (x86
+onnxruntime runs S8S8 QDQ as a float reference); the Pi's arithmetic is in the section written by
+benchmarks/arm64/accuracy.py, the Pi's estimated latency in benchmarks/pi5_cost.
 
 Latency: onnxruntime sessions with thread spinning off (several sessions in one process otherwise
 bias each other), median of per-round ratios against the baseline. Models with NMS in the graph are
 timed with it; the others without their host NMS (a few tenths of a ms here).
 
-    python benchmarks/compare.py [--rounds 30] [--repeats 3] [--write benchmarks/RESULTS.md] [--json]
+    python benchmarks/compare.py [--rounds 30] [--repeats 3] [--no-search] [--write benchmarks/RESULTS.md] [--json]
 
-Needs ../shared and graphopt[all]. About 15 minutes on the 2-core machine.
+Needs ../shared and graphopt[all] (+ bench-peers for OpenVINO). About 45 minutes on the 2-core machine.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.prune import graphopt  # noqa: E402
 from benchmarks.prune_yolov9 import TORCHSCRIPT, ultralytics_export  # noqa: E402
+from benchmarks.results_md import replace_section  # noqa: E402
+from runtime.stats import interleaved  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 SPLIT = SHARED / "data" / "coco128" / "split.yaml"
@@ -54,6 +66,14 @@ import runpy
 sys.path.insert(0, ".")
 sys.argv = ["export.py", *sys.argv[1:]]
 runpy.run_path("export.py", run_name="__main__")
+"""
+)
+
+ULTRALYTICS_INT8 = (
+    TORCHSCRIPT
+    + """
+from ultralytics import YOLO
+print(YOLO(sys.argv[1]).export(format="onnx", int8=True, imgsz=640, data=sys.argv[2]))
 """
 )
 
@@ -162,13 +182,111 @@ def ultralytics_ncnn(work: Path) -> Path:
     return folder
 
 
+def calibration_copy(work: Path) -> Path:
+    """The calibration half as a folder dataset of its own: Ultralytics writes a label cache beside the
+    labels it reads, and ../shared is read-only."""
+    import yaml
+
+    from graphopt.data.datasets import resolve_images
+
+    root = work / "calib-ds"
+    (root / "images" / "calib").mkdir(parents=True)
+    (root / "labels" / "calib").mkdir(parents=True)
+    for image in resolve_images(SPLIT):
+        shutil.copy(image, root / "images" / "calib" / image.name)
+        label = Path(str(image).replace("/images/", "/labels/")).with_suffix(".txt")
+        if label.exists():
+            shutil.copy(label, root / "labels" / "calib" / label.name)
+    names = yaml.safe_load(SPLIT.read_text())["names"]
+    cfg = {"path": str(root), "train": "images/calib", "val": "images/calib", "names": names}
+    (root / "data.yaml").write_text(yaml.safe_dump(cfg))
+    return root / "data.yaml"
+
+
+def ultralytics_int8(work: Path) -> Path:
+    """Ultralytics' own ONNX int8 export (onnxruntime's quantizer inside), calibrated on the calibration half."""
+    local = work / "int8-export" / BALL.name
+    local.parent.mkdir()
+    shutil.copy(BALL, local)
+    data = calibration_copy(work)
+    env = os.environ | {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(work / "ultralytics-config")}
+    subprocess.run(
+        [sys.executable, "-c", ULTRALYTICS_INT8, str(local), str(data)],
+        cwd=local.parent,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=1800,
+    )
+    return local.with_name(f"{local.stem}_int8.onnx")
+
+
+class OpenVinoBackend:
+    """OpenVINO's CPU plugin behind the runtime's Backend protocol (a peer, for this benchmark only)."""
+
+    name = "openvino"
+
+    def __init__(self, model: Path, threads: int, metadata_from: Path) -> None:
+        import onnx
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(
+            core.read_model(str(model)),
+            "CPU",
+            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1},
+        )
+        self.request = compiled.create_infer_request()
+        self.outputs = list(compiled.outputs)
+        self.input_shape = tuple(int(d) for d in compiled.input(0).shape)
+        self.output_names = [o.get_any_name() for o in self.outputs]
+        props = onnx.load(str(metadata_from), load_external_data=False).metadata_props
+        self.metadata = {p.key: p.value for p in props}  # export.py's stride and names
+
+    def run(self, x: Any) -> dict[str, Any]:
+        result = self.request.infer({0: x})
+        return {name: result[o] for name, o in zip(self.output_names, self.outputs, strict=True)}
+
+
+def nncf_int8(base: Path, work: Path) -> Path:
+    """NNCF post-training int8 of the export.py ONNX (preset MIXED, as its YOLO examples use), as IR."""
+    import nncf
+    import openvino as ov
+
+    from graphopt.data.datasets import resolve_images
+    from runtime.preprocess import Preprocess
+    from runtime.sources import read_image
+
+    pre = Preprocess.from_meta(None)
+    tensors = [pre(read_image(p), (640, 640))[0] for p in resolve_images(SPLIT)[:64]]
+    model = ov.Core().read_model(str(base))
+    quantized = nncf.quantize(
+        model, nncf.Dataset(tensors), subset_size=len(tensors), preset=nncf.QuantizationPreset.MIXED
+    )
+    out = work / "nncf" / "model.xml"
+    out.parent.mkdir()
+    ov.save_model(quantized, str(out))
+    return out
+
+
+def openvino_available() -> str | None:
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError as exc:
+        return f"not installed ({exc.name}): pip install 'graphopt[bench-peers]'"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument(
         "--repeats", type=int, default=3, help="independent interleaved runs (orders alternate)"
     )
-    parser.add_argument("--write", type=Path, help="also write the markdown (and the plot beside it)")
+    parser.add_argument("--no-search", action="store_true", help="skip graphopt compile --search (~20 min)")
+    parser.add_argument("--budget", type=float, default=1.0, help="--search's budget (mAP50-95 points)")
+    parser.add_argument("--write", type=Path, help="write the section into this markdown (and the plot beside it)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -181,45 +299,37 @@ def main() -> None:
             {"model": name, "path": path, "backend": backend, "kind": kind, "map_from": map_from, **extra}
         )
 
+    def attempt(name: str, backend: str, build: Any, **extra: Any) -> None:
+        """A peer tool's failure is a result: the row says what failed."""
+        try:
+            path = build()
+            add(name, path, backend, "peer", path if extra.pop("scored", True) else None, **extra)
+        except Exception as exc:  # noqa: BLE001
+            err = exc.stderr.decode()[-200:] if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+            add(name, None, backend, "peer", error=" ".join(err.split())[:160])
+
     with tempfile.TemporaryDirectory(prefix="graphopt-compare-") as tmp:
         work = Path(tmp)
         base = yolov5_export(work)
-        add("yolov5 export.py ONNX (baseline)", base, "ort", "peer", base)
-        try:
-            q = ort_defaults(base, work / "ort-defaults.onnx")
-            add("yolov5 export.py → ORT quantize_static defaults", q, "ort", "peer", q)
-        except Exception as exc:  # noqa: BLE001 - a peer tool's failure is a result
-            add("yolov5 export.py → ORT quantize_static defaults", None, "ort", "peer", error=str(exc)[:120])
-        try:
-            folder = plain_pnnx(base, work)
-            add("yolov5 export.py → plain pnnx → ncnn", folder, "ncnn", "peer", folder)
-        except Exception as exc:  # noqa: BLE001
-            add("yolov5 export.py → plain pnnx → ncnn", None, "ncnn", "peer", error=str(exc)[:120])
+        add("yolov5 export.py ONNX (baseline)", base, "ort", "peer", base, imgsz=640)
+        attempt("yolov5 export.py → ORT quantize_static defaults", "ort", lambda: ort_defaults(base, work / "ort-defaults.onnx"))
+        attempt("yolov5 export.py → plain pnnx → ncnn", "ncnn", lambda: plain_pnnx(base, work))
+        missing = openvino_available()
+        if missing:
+            add("yolov5 export.py → OpenVINO fp32", None, "openvino", "peer", error=missing)
+            add("yolov5 export.py → OpenVINO NNCF int8", None, "openvino", "peer", error=missing)
+        else:
+            add("yolov5 export.py → OpenVINO fp32", base, "openvino", "peer", base)
+            attempt("yolov5 export.py → OpenVINO NNCF int8", "openvino", lambda: nncf_int8(base, work))
         ball_onnx = ultralytics_export(BALL, work)
-        add(
-            "yolov9t-ball: Ultralytics ONNX export",
-            ball_onnx,
-            "ort",
-            "peer",
-            note="one-class model: no COCO mAP",
+        add("yolov9t-ball: Ultralytics ONNX export", ball_onnx, "ort", "peer", note="one-class model: no COCO mAP")
+        attempt(
+            "yolov9t-ball: Ultralytics ONNX int8 export", "ort", lambda: ultralytics_int8(work),
+            scored=False, note="no COCO mAP",
+        )  # fmt: skip
+        attempt(
+            "yolov9t-ball: Ultralytics NCNN export", "ncnn", lambda: ultralytics_ncnn(work), scored=False, note="no COCO mAP"
         )
-        try:
-            add(
-                "yolov9t-ball: Ultralytics NCNN export",
-                ultralytics_ncnn(work),
-                "ncnn",
-                "peer",
-                note="no COCO mAP",
-            )
-        except Exception as exc:  # noqa: BLE001
-            err = exc.stderr.decode()[-200:] if isinstance(exc, subprocess.CalledProcessError) else str(exc)
-            add(
-                "yolov9t-ball: Ultralytics NCNN export",
-                None,
-                "ncnn",
-                "peer",
-                error=" ".join(err.split())[:160],
-            )
         for target in ("x86-ort", "pi5-ort", "pi5-ncnn"):
             out = work / f"graphopt-{target}"
             report = graphopt(
@@ -227,12 +337,49 @@ def main() -> None:
             )
             final = Path(report["final"])
             scored = next(s for s in reversed(report["stages"]) if s["map50_95"] is not None)
+            deployed = (report.get("deploy") or {}).get("deployed_from")
+            note = f"deployed: {deployed} (640)"
+            if target != "x86-ort":
+                note += "; timed on x86: a host figure, not the Pi's"
+            if scored.get("accuracy_on") == "host-reference":
+                note += "; int8 mAP on x86 reference arithmetic (the Pi's: section below)"
             add(
                 f"graphopt compile yolov5n → {target}",
                 final,
                 report["backend"],
                 "graphopt",
                 map50_95=scored["map50_95"],
+                note=note,
+                imgsz=640,
+            )
+        if not args.no_search:
+            out = work / "graphopt-search"
+            report = graphopt(
+                "compile", V5, "--search", "--target", "x86-ort", "-o", out, "--data", SPLIT,
+                "--budget", args.budget, "--baseline", base, "--rounds", "5", "--json",
+            )  # fmt: skip
+            configs = {c["name"]: c for c in report["search"]}
+            chosen = configs[report["chosen"]]
+            same = (report.get("baseline") or {}).get("same_size")
+            if same and same != report["chosen"]:
+                add(
+                    f"graphopt compile --search → x86-ort, best at 640 ({same})",
+                    Path(configs[same]["artifact"]),
+                    "ort",
+                    "graphopt",
+                    map50_95=configs[same]["map50_95"],
+                    note=f"within {args.budget} points at the baseline's input size",
+                    imgsz=configs[same]["imgsz"],
+                )
+            add(
+                f"graphopt compile --search → x86-ort, Pareto pick ({report['chosen']})",
+                Path(report["final"]),
+                "ort",
+                "graphopt",
+                map50_95=chosen["map50_95"],
+                note=f"fastest within {args.budget} points; input {chosen['imgsz']}"
+                + (" (smaller than the baseline's: part of its speed is the input size)" if chosen["imgsz"] != 640 else ""),
+                imgsz=chosen["imgsz"],
             )
         out = work / "graphopt-ball"
         report = graphopt("compile", BALL, "--target", "x86-ort", "-o", out, "--rounds", "5", "--json")
@@ -244,15 +391,13 @@ def main() -> None:
             note="no COCO mAP",
         )
 
-        from graphopt.compile.compiler import time_models
         from graphopt.eval.evaluate import evaluate
 
         for row in rows:
             if row.get("map_from") is not None and row["path"] is not None:
-                row["map50_95"] = evaluate(
-                    row["map_from"], SPLIT, backend=row["backend"], threads=2, progress=False
-                ).map50_95
-        timed = [(r["model"], r["path"], r["backend"]) for r in rows if r["path"] is not None]
+                backend = backend_for(row, base)
+                row["map50_95"] = evaluate(row["map_from"], SPLIT, backend=backend, threads=2, progress=False).map50_95
+        timed = [r for r in rows if r["path"] is not None]
         first = rows[0]["model"]
         # Several independent interleaved runs, each in another model order: the spread between them
         # is this shared machine's noise, printed beside each ratio.
@@ -260,7 +405,7 @@ def main() -> None:
         latencies: dict[str, list[float]] = {}
         for repeat in range(args.repeats):
             order = timed if repeat % 2 == 0 else timed[::-1]
-            times = time_models(order, IMAGE, 2, args.rounds)
+            times = interleaved(runners(order, base), args.rounds)
             for name, ms in times.items():
                 latencies.setdefault(name, []).extend(ms)
                 ratios.setdefault(name, []).append(
@@ -281,8 +426,30 @@ def main() -> None:
     text = markdown(rows, seconds, args.rounds, args.repeats)
     print(text)
     if args.write:
-        args.write.write_text(text)
+        replace_section(args.write, "peers", text)
         plot(rows, args.write.with_suffix(".png"))
+
+
+def backend_for(row: dict[str, Any], base: Path) -> Any:
+    """The runtime's backend name, or an OpenVINO backend object for the OpenVINO rows."""
+    if row["backend"] == "openvino":
+        return OpenVinoBackend(row["path"], 2, metadata_from=base)
+    return row["backend"]
+
+
+def runners(rows: list[dict[str, Any]], base: Path) -> dict[str, Any]:
+    """One inference per call for each row, on the same letterboxed bus.jpg."""
+    from runtime.detector import Detector
+    from runtime.sources import read_image
+
+    frame = read_image(IMAGE)
+    out = {}
+    for r in rows:
+        backend = backend_for(r, base)
+        det = Detector(r["path"], backend=backend, threads=2, spinning=False)
+        x = det.preprocess(frame)[0]
+        out[r["model"]] = lambda d=det, x=x: d.backend.run(x)
+    return out
 
 
 def markdown(rows: list[dict[str, Any]], seconds: float, rounds: int, repeats: int) -> str:
@@ -294,10 +461,12 @@ def markdown(rows: list[dict[str, Any]], seconds: float, rounds: int, repeats: i
         f"{platform.system()}), 2 threads, {repeats} interleaved runs of {rounds} rounds each, model order "
         "alternating (onnxruntime spinning off, NCNN's OpenMP block time 0); speed = median of the runs' "
         "per-round-ratio medians, with every run's ratio beside it (their spread is this shared machine's noise); "
-        f"mAP50-95 on the COCO128 holdout half (64 images); `python benchmarks/compare.py` took {seconds / 60:.1f} min.",
+        f"mAP50-95 on the COCO128 holdout half (64 images); `python benchmarks/compare.py` took {seconds / 60:.1f} min. "
+        "**Every latency here is this x86 host's**: for the pi5-* rows it is a host figure, not the Pi's "
+        "(the Pi's arithmetic: the next section; its estimated latency: benchmarks/pi5_cost).",
         "",
-        "| model | backend | latency (ms) | speed vs yolov5 export.py | runs | mAP50-95 (holdout) | note |",
-        "|---|---|---:|---:|---|---:|---|",
+        "| model | backend | input | latency (ms, x86) | speed vs yolov5 export.py | runs | mAP50-95 (holdout) | note |",
+        "|---|---|---:|---:|---:|---|---:|---|",
     ]
     for r in rows:
         lat = f"{r['latency_ms']:.1f}" if "latency_ms" in r else "–"
@@ -305,7 +474,8 @@ def markdown(rows: list[dict[str, Any]], seconds: float, rounds: int, repeats: i
         m = f"{r['map50_95']:.4f}" if r.get("map50_95") is not None else "–"
         note = r.get("error") and f"failed: {r['error']}" or r.get("note", "")
         runs = " / ".join(f"{v:.2f}" for v in r.get("speed_runs", []))
-        lines.append(f"| {r['model']} | {r['backend']} | {lat} | {ratio} | {runs} | {m} | {note} |")
+        size = r.get("imgsz") or "640"
+        lines.append(f"| {r['model']} | {r['backend']} | {size} | {lat} | {ratio} | {runs} | {m} | {note} |")
     return "\n".join(lines) + "\n"
 
 

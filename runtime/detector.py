@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends import RuntimeModelError, open_backend
+from runtime.backends import Backend, RuntimeModelError, open_backend
 from runtime.decode import decode, infer_head_format
 from runtime.metadata import parse_metadata
 from runtime.nms import nms
@@ -45,7 +45,7 @@ class Detector:
     def __init__(
         self,
         model_path: str | Path,
-        backend: str | None = None,
+        backend: str | Backend | None = None,
         threads: int | None = None,
         conf: float = 0.25,
         iou: float = 0.45,
@@ -54,7 +54,13 @@ class Detector:
         imgsz: int | tuple[int, int] | None = None,
         spinning: bool = True,
     ) -> None:
-        self.backend = open_backend(model_path, backend, threads, spinning)
+        # A name opens one of the runtime's backends; an object with the Backend protocol is used as
+        # given (another runtime a benchmark compares with, e.g. OpenVINO).
+        self.backend = (
+            open_backend(model_path, backend, threads, spinning)
+            if backend is None or isinstance(backend, str)
+            else backend
+        )
         self.meta = parse_metadata(self.backend.metadata)
         self.conf, self.iou, self.max_det, self.multi_label = conf, iou, max_det, multi_label
         self.input_hw = self._input_hw(imgsz)

@@ -12,12 +12,15 @@ import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from graphopt.core.errors import GraphoptError
 from graphopt.data.datasets import Dataset, load_dataset
+
+if TYPE_CHECKING:
+    from runtime.backends import Backend
 
 EVAL_CONF, EVAL_IOU, EVAL_MAX_DET = 0.001, 0.6, 300
 
@@ -84,7 +87,7 @@ def evaluate(
     model: str | Path,
     data: str | Path,
     *,
-    backend: str | None = None,
+    backend: str | Backend | None = None,  # a name, or an object with the runtime's Backend protocol
     imgsz: int | None = None,
     threads: int | None = None,
     progress: bool = True,
