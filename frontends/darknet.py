@@ -10,8 +10,8 @@ Layers: `[net]` (width, height, channels), `[convolutional]` (batch_normalize, f
 stride, pad/padding, groups, activation leaky/mish/swish/silu/logistic/relu/linear), `[route]`
 (layers; `groups`/`group_id` take one channel group, Darknet's yolov4-tiny), `[route_lhalf]`
 (PyTorch_YOLOv4's first-half route), `[shortcut]` (from, activation), `[upsample]` (stride),
-`[maxpool]` (size, stride), `[yolo]` (mask, anchors, classes, scale_x_y, new_coords). Anything else
-is refused, with the line.
+`[maxpool]` (size, stride), `[dropout]` (the identity at inference), `[yolo]` (mask, anchors, classes,
+scale_x_y, new_coords). Anything else is refused, with the line.
 
 Decode (`decode=`):
 - `darknet` (default): what Darknet's yolo layer computes, from the cfg: xy = (σ(t)·s − (s−1)/2 + grid)
@@ -38,7 +38,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.core.errors import GraphoptError
 
-KNOWN = {"net", "convolutional", "route", "route_lhalf", "shortcut", "upsample", "maxpool", "yolo"}
+KNOWN = {"net", "convolutional", "route", "route_lhalf", "shortcut", "upsample", "maxpool", "dropout", "yolo"}
 ACTIVATIONS = {"leaky", "mish", "swish", "silu", "logistic", "relu", "linear"}
 # Darknet normalizes with sqrt(variance + .00001f); PyTorch_YOLOv4 builds its BatchNorm2d with 1e-4.
 DARKNET_BN_EPS = 1e-5
@@ -364,6 +364,8 @@ def build(
             oh = (x.h + pads[0] + pads[2] - size) // stride + 1
             ow = (x.w + pads[1] + pads[3] - size) // stride + 1
             x = Tensor(y, x.channels, oh, ow)
+        elif sec.kind == "dropout":
+            pass  # the identity at inference; it still counts as a layer for route/shortcut indices
         elif sec.kind == "yolo":
             classes = sec.get("classes", 80)
             anchors = np.array(sec.floats("anchors"), np.float32).reshape(-1, 2)

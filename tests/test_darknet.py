@@ -219,6 +219,22 @@ def test_lossless_folds_every_batchnorm(files: tuple[Path, Path]) -> None:
     assert all(r.verification is None or r.verification["ok"] for r in result.reports)
 
 
+def test_dropout_is_the_identity_and_still_counts_as_a_layer(tmp_path: Path) -> None:
+    """Yolo-Fastest's `[dropout]` between layers: the same graph output as without it, and route/shortcut
+    offsets that count it (a relative offset across it) still land on the layers Darknet means."""
+    with_dropout = CFG.replace(
+        "[maxpool]\nsize=2\nstride=2\n", "[maxpool]\nsize=2\nstride=2\n\n[dropout]\nprobability=.15\n"
+    ).replace("[route]\nlayers=-1,-4", "[dropout]\nprobability=.15\n\n[route]\nlayers=-1,-5")
+    assert with_dropout.count("[dropout]") == 2
+    weights = read_weights(write_weights(tmp_path / "w.weights", CFG))
+    plain = build(CFG, weights).model
+    weights.offset = 0
+    dropped = build(with_dropout, weights).model
+    assert op_histogram(dropped) == op_histogram(plain)
+    x = {"images": np.random.default_rng(3).random((1, 3, 64, 64), dtype=np.float32)}
+    np.testing.assert_array_equal(run(dropped, [x])[0]["output0"], run(plain, [x])[0]["output0"])
+
+
 def test_weights_header_versions(tmp_path: Path) -> None:
     old = tmp_path / "old.weights"  # Darknet < 0.2: images seen is an int32
     old.write_bytes(np.array([0, 1, 0, 77], "<i4").tobytes() + np.ones(3, "<f4").tobytes())
