@@ -99,3 +99,27 @@ def write_dataset(root: Path, count: int = 4, names: tuple[str, ...] = ("a", "b"
     cfg = {"path": ".", "train": "images/train", "val": "images/train", "names": dict(enumerate(names))}
     (root / "data.yaml").write_text(yaml.safe_dump(cfg))
     return root / "data.yaml"
+
+
+DARKNET = SHARED / "models" / "darknet"
+
+
+def write_darknet_weights(path: Path, cfg_text: str, seed: int = 0) -> Path:
+    """Seeded `.weights` of exactly the size the cfg implies (Darknet v0.2.5 header: 20 bytes, then 4 bytes
+    per parameter): centred kernels scaled by fan-in (so the box decode's exp stays finite), BN variances
+    and shortcut weights positive."""
+    from frontends.darknet import weights_layout
+
+    rng = np.random.default_rng(seed)
+    with path.open("wb") as f:
+        f.write(np.array([0, 2, 5], "<i4").tobytes() + np.array([1000], "<i8").tobytes())
+        for block in weights_layout(cfg_text):
+            if block.role == "kernel":
+                fan_in = int(np.prod(block.shape[1:]))
+                values = rng.normal(0, fan_in**-0.5, block.size)
+            elif block.role in ("bn_gamma", "bn_var", "shortcut"):
+                values = rng.uniform(0.5, 1.5, block.size)
+            else:  # bn_beta, bn_mean, bias
+                values = rng.uniform(-0.1, 0.1, block.size)
+            f.write(values.astype("<f4").tobytes())
+    return path

@@ -4,6 +4,7 @@ The comparison with WongKinYiu's PyTorch_YOLOv4 on its real cfgs is tests/test_r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,45 @@ def test_export_writes_the_training_form_with_a_decoded_output(
         '"family": "darknet"' in meta["graphopt.source"] and '"images_seen": 1234' in meta["graphopt.source"]
     )
     assert sha256(weights) == before
+
+
+@pytest.mark.parametrize(
+    ("letter_box", "flag", "mode", "pad"),
+    [
+        (None, None, "resize", None),  # Darknet resizes unless the cfg says letter_box=1
+        ("1", None, "letterbox", 127),  # Darknet's letterbox fills with 0.5 grey
+        ("1", "--no-letterbox", "resize", None),
+        (None, "--letterbox", "letterbox", 127),
+        ("0", None, "resize", None),
+    ],
+)
+def test_export_records_the_cfgs_preprocessing(
+    files: tuple[Path, Path],
+    tmp_path: Path,
+    letter_box: str | None,
+    flag: str | None,
+    mode: str,
+    pad: int | None,
+) -> None:
+    cfg, weights = files
+    if letter_box is not None:
+        cfg.write_text(CFG.replace("channels=3", f"channels=3\nletter_box={letter_box}"))
+    out = tmp_path / "m.onnx"
+    r = run_cli("export", cfg, "--weights", weights, "-o", out, "--json", *([flag] if flag else []))
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["preprocess"] == mode
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    preprocess = json.loads(meta["graphopt.preprocess"])
+    assert preprocess["mode"] == mode
+    if pad is not None:
+        assert preprocess["letterbox_pad"] == pad
+    assert json.loads(meta["graphopt.source"])["letter_box"] == (letter_box == "1")
+
+
+def test_letterbox_flags_are_for_darknet_only(tmp_path: Path) -> None:
+    r = run_cli("export", tmp_path / "model.pt", "--no-letterbox", "-o", tmp_path / "o.onnx")
+    assert r.code == 2 and "--letterbox/--no-letterbox are for a Darknet .cfg" in r.err
+    assert len(r.err.strip().splitlines()) == 1
 
 
 def test_decode_matches_darknet_formulas(files: tuple[Path, Path]) -> None:
