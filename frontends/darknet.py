@@ -118,6 +118,8 @@ SHORTCUT_NORM_EPS = 1e-4
 DARKNET_LETTERBOX_PAD = 127
 MAX_CFG_BYTES = 4 << 20
 MAX_SIDE = 4096  # [net] width/height or --imgsz above this is not a detector input (and would not fit)
+MAX_KERNEL = 512  # a conv or pooling window larger than this is not a detector layer (and would not finish)
+MAX_LAYER_VALUES = 1 << 28  # one layer's output (1 GiB of float32): a cfg past this would exhaust memory
 
 
 @dataclass
@@ -403,6 +405,11 @@ class _Net:
                     "activated head); route from the layer before the [yolo]"
                 )
             x = getattr(self, f"_{kind}")(x, sec)
+            if x.channels * x.h * x.w > MAX_LAYER_VALUES or max(x.h, x.w) > 4 * MAX_SIDE:
+                raise GraphoptError(
+                    f"line {sec.line}: [{sec.kind}] would output {x.channels}x{x.h}x{x.w} values per image: "
+                    "too large for a detector"
+                )
             self.outputs.append(x)
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -455,6 +462,8 @@ class _Net:
         stride = sec.get("stride", 1)
         sy, sx = sec.get("stride_y", stride), sec.get("stride_x", stride)
         act = _activation_of(sec, "logistic")
+        if size > MAX_KERNEL:
+            raise self.fail(f"size={size}: graphopt reads kernels up to {MAX_KERNEL}")
         if min(filters, size, sy, sx, groups) < 1 or x.channels % groups or filters % groups:
             raise self.fail(
                 f"filters={filters} size={size} stride={sy}x{sx} groups={groups} does not fit its "
@@ -582,6 +591,8 @@ class _Net:
         sy, sx = sec.get("stride_y", stride), sec.get("stride_x", stride)
         size = sec.get("size", stride)
         padding = sec.get("padding", size - 1)
+        if size > MAX_KERNEL:
+            raise self.fail(f"size={size}: graphopt reads windows up to {MAX_KERNEL}")
         if min(size, sy, sx) < 1 or padding < 0:
             raise self.fail(f"size={size} stride={sy}x{sx} padding={padding}")
         oh, ow = (x.h + padding - size) // sy + 1, (x.w + padding - size) // sx + 1

@@ -371,6 +371,8 @@ def test_new_layers_survive_the_lossless_recipe(tmp_path: Path) -> None:
         ("\n[sam]\nfrom=-1\nactivation=mish\n", "[sam] activation='mish'"),
         ("\n[shortcut]\nfrom=-1\nweights_type=per_pixel\n", "weights_type='per_pixel'"),
         ("\n[reorg]\nstride=3\n", "stride=3 does not divide its 8x16x16 input"),
+        ("\n[upsample]\nstride=100000\n", "would output 8x1600000x1600000 values per image: too large"),
+        ("\n[maxpool]\nsize=100000\nstride=1\n", "size=100000: graphopt reads windows up to 512"),
     ],
 )
 def test_what_graphopt_does_not_build_is_one_error_line(tmp_path: Path, body: str, message: str) -> None:
