@@ -286,6 +286,11 @@ def _parse_imgsz(text: str) -> int | tuple[int, int]:
     show_default=True,
     help="Darknet: the yolo layer's decode — Darknet's, from the cfg; or PyTorch_YOLOv4's (scaled).",
 )
+@click.option(
+    "--letterbox/--no-letterbox",
+    default=None,
+    help="Darknet: letterbox the input, or resize it to the network size [the cfg's [net] letter_box].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 def export(
     checkpoint: str,
@@ -298,6 +303,7 @@ def export(
     darknet_weights: str | None,
     names_file: str | None,
     decode: str,
+    letterbox: bool | None,
     as_json: bool,
 ) -> None:
     """Export a trained checkpoint (or a Darknet .cfg + .weights) to ONNX once, as trained (BN and Rep
@@ -328,14 +334,18 @@ def export(
             decode=decode,
             opset=opset,
             image=image,
+            letterbox=letterbox,
         )
         if as_json:
             _echo_json(result)
         else:
             print_export(result)
         return
-    if darknet_weights or names_file:
-        raise GraphoptError("--weights and --names are for a Darknet .cfg; a .pt holds its own")
+    if darknet_weights or names_file or letterbox is not None:
+        raise GraphoptError(
+            "--weights, --names and --letterbox/--no-letterbox are for a Darknet .cfg; a .pt holds its own "
+            "(and is letterboxed)"
+        )
     _note_inputs(checkpoint, image)
     _check_outputs(("output model", out))
     try:

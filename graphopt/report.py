@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from graphopt.compile.results import CompileReport, SearchReport
@@ -185,6 +186,8 @@ def print_export(r: dict[str, Any]) -> None:
     for o in r["outputs"]:
         main = "  (main branch)" if r.get("main_output") == o["name"] else ""
         table.add_row("output", f"{o['name']} {_shape(o['shape'])}{main}")
+    if r.get("preprocess"):
+        table.add_row("preprocess", r["preprocess"])
     table.add_row("opset", str(r["opset"]))
     table.add_row(
         "nodes", f"{sum(r['ops'].values())} (Conv {r['conv']}, BatchNormalization {r['batchnorm']})"
@@ -196,7 +199,7 @@ def print_export(r: dict[str, Any]) -> None:
     table.add_row("time", f"{r['seconds']:.1f} s")
     out.print(table)
     for note in r["notes"]:
-        out.print(f"  note: {note}")
+        out.print(f"  note: {escape(note)}")
 
 
 def _ms(v: float | None) -> str:
@@ -236,7 +239,8 @@ def _health(r: dict[str, Any]) -> str:
 def print_eval(r: dict[str, Any], per_class: bool = False) -> None:
     out = console()
     table = Table(
-        title=f"{r['model']} on {r['data']} ({r['backend']}, {r['imgsz'][0]}x{r['imgsz'][1]})",
+        title=f"{r['model']} on {r['data']} ({r['backend']}, {r['imgsz'][0]}x{r['imgsz'][1]}"
+        + (f", {r['preprocess']})" if r.get("preprocess") else ")"),
         title_justify="left",
     )
     for col in ("images", "instances", "P", "R", "mAP50", "mAP50-95"):

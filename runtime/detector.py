@@ -40,7 +40,8 @@ class Detections:
 
 
 class Detector:
-    """Letterbox → backend → decode → class-aware NMS, reading everything it needs from metadata."""
+    """Preprocess (letterbox or resize) → backend → decode → class-aware NMS, reading everything it needs
+    from metadata."""
 
     def __init__(
         self,
@@ -93,6 +94,11 @@ class Detector:
 
     def class_name(self, class_id: int) -> str:
         return self.names.get(int(class_id), str(int(class_id)))
+
+    @property
+    def preprocess_mode(self) -> str:
+        """`letterbox` or `resize`: how frames become the network input (the model's metadata)."""
+        return self._preprocess.mode
 
     def preprocess(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         return self._preprocess(frame_bgr, self.input_hw)

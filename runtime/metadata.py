@@ -17,7 +17,8 @@ NAMES = PREFIX + "names"  # JSON object {"0": "person", ...}
 IMGSZ = PREFIX + "imgsz"  # JSON [h, w]
 STRIDES = PREFIX + "strides"  # JSON [8, 16, 32]
 HEAD = PREFIX + "head"  # one of HEAD_FORMATS
-PREPROCESS = PREFIX + "preprocess"  # JSON {"letterbox_pad": 114, "rgb": true, "scale": 1/255}
+# JSON {"letterbox_pad": 114, "rgb": true, "scale": 1/255, "mode": "letterbox" | "resize"}; no "mode": letterbox
+PREPROCESS = PREFIX + "preprocess"
 HISTORY = PREFIX + "history"  # JSON list of applied passes
 MAIN_OUTPUT = PREFIX + "main_output"  # name of the inference output when a model has several
 VERSION = PREFIX + "version"  # graphopt version that last wrote the model
@@ -30,6 +31,8 @@ HEAD_FORMATS = {
 }
 
 DEFAULT_PREPROCESS: dict[str, Any] = {"letterbox_pad": 114, "rgb": True, "scale": 1.0 / 255.0}
+# How the frame becomes the network input: letterbox (keep aspect, pad) or resize (stretch to the input).
+PREPROCESS_MODES = ("letterbox", "resize")
 
 
 # A metadata value larger than this is not something graphopt or Ultralytics wrote.
@@ -93,12 +96,20 @@ def _as_preprocess(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError("expected a mapping")
     out: dict[str, Any] = {}
+    if "mode" in raw:
+        if raw["mode"] not in PREPROCESS_MODES:
+            raise ValueError(
+                f"'mode' = {str(raw['mode'])[:40]!r} (expected one of {', '.join(PREPROCESS_MODES)})"
+            )
+        out["mode"] = raw["mode"]
     for key, kind in (("letterbox_pad", int), ("rgb", bool), ("scale", float)):
         if key not in raw:
             continue
         value = raw[key]
-        ok = isinstance(value, bool) if kind is bool else isinstance(value, (int, float)) and not isinstance(
-            value, bool
+        ok = (
+            isinstance(value, bool)
+            if kind is bool
+            else isinstance(value, (int, float)) and not isinstance(value, bool)
         )
         if not ok or (key == "letterbox_pad" and not 0 <= value <= 255):
             raise ValueError(f"'{key}' = {value!r}"[:120])

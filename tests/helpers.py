@@ -99,3 +99,35 @@ def write_dataset(root: Path, count: int = 4, names: tuple[str, ...] = ("a", "b"
     cfg = {"path": ".", "train": "images/train", "val": "images/train", "names": dict(enumerate(names))}
     (root / "data.yaml").write_text(yaml.safe_dump(cfg))
     return root / "data.yaml"
+
+
+DARKNET = SHARED / "models" / "darknet"
+
+
+def write_darknet_weights(path: Path, cfg_text: str, seed: int = 0) -> Path:
+    """Seeded `.weights` of exactly the size the cfg implies (Darknet v0.2.5 header: 20 bytes, then 4 bytes
+    per parameter), drawn so the activations of a deep net stay in a trained net's range (else the box
+    decode's exp overflows and saturated scores tie): centred kernels with He's gain, BN variances and
+    shortcut weights positive, a small BN scale on each residual branch's last conv (the conv a
+    [shortcut] adds to, as zero-init-residual training starts) and half the gain on the convs a [yolo]
+    reads."""
+    from frontends.darknet import parse_cfg, weights_layout
+
+    layers = parse_cfg(cfg_text)[1:]
+    residual = {i for i in range(len(layers) - 1) if layers[i + 1].kind == "shortcut"}
+    head = {i for i in range(len(layers) - 1) if layers[i + 1].kind == "yolo"}
+    rng = np.random.default_rng(seed)
+    with path.open("wb") as f:
+        f.write(np.array([0, 2, 5], "<i4").tobytes() + np.array([1000], "<i8").tobytes())
+        for block in weights_layout(cfg_text):
+            if block.role == "kernel":
+                fan_in = int(np.prod(block.shape[1:]))
+                values = rng.normal(0, (0.25 if block.layer in head else 2) ** 0.5 / fan_in**0.5, block.size)
+            elif block.role == "bn_gamma" and block.layer in residual:
+                values = rng.uniform(0.05, 0.15, block.size)
+            elif block.role in ("bn_gamma", "bn_var", "shortcut"):
+                values = rng.uniform(0.5, 1.5, block.size)
+            else:  # bn_beta, bn_mean, bias
+                values = rng.uniform(-0.1, 0.1, block.size)
+            f.write(values.astype("<f4").tobytes())
+    return path

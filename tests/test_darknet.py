@@ -4,6 +4,7 @@ The comparison with WongKinYiu's PyTorch_YOLOv4 on its real cfgs is tests/test_r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,45 @@ def test_export_writes_the_training_form_with_a_decoded_output(
     assert sha256(weights) == before
 
 
+@pytest.mark.parametrize(
+    ("letter_box", "flag", "mode", "pad"),
+    [
+        (None, None, "resize", None),  # Darknet resizes unless the cfg says letter_box=1
+        ("1", None, "letterbox", 127),  # Darknet's letterbox fills with 0.5 grey
+        ("1", "--no-letterbox", "resize", None),
+        (None, "--letterbox", "letterbox", 127),
+        ("0", None, "resize", None),
+    ],
+)
+def test_export_records_the_cfgs_preprocessing(
+    files: tuple[Path, Path],
+    tmp_path: Path,
+    letter_box: str | None,
+    flag: str | None,
+    mode: str,
+    pad: int | None,
+) -> None:
+    cfg, weights = files
+    if letter_box is not None:
+        cfg.write_text(CFG.replace("channels=3", f"channels=3\nletter_box={letter_box}"))
+    out = tmp_path / "m.onnx"
+    r = run_cli("export", cfg, "--weights", weights, "-o", out, "--json", *([flag] if flag else []))
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["preprocess"] == mode
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    preprocess = json.loads(meta["graphopt.preprocess"])
+    assert preprocess["mode"] == mode
+    if pad is not None:
+        assert preprocess["letterbox_pad"] == pad
+    assert json.loads(meta["graphopt.source"])["letter_box"] == (letter_box == "1")
+
+
+def test_letterbox_flags_are_for_darknet_only(tmp_path: Path) -> None:
+    r = run_cli("export", tmp_path / "model.pt", "--no-letterbox", "-o", tmp_path / "o.onnx")
+    assert r.code == 2 and "--letterbox/--no-letterbox are for a Darknet .cfg" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+
+
 def test_decode_matches_darknet_formulas(files: tuple[Path, Path]) -> None:
     cfg, weights = files
     built = build(cfg.read_text(), read_weights(weights))
@@ -217,6 +257,22 @@ def test_lossless_folds_every_batchnorm(files: tuple[Path, Path]) -> None:
     result = Pipeline.from_recipe("lossless").run(model)  # verified equal on seeded inputs
     assert "BatchNormalization" not in op_histogram(result.model)
     assert all(r.verification is None or r.verification["ok"] for r in result.reports)
+
+
+def test_dropout_is_the_identity_and_still_counts_as_a_layer(tmp_path: Path) -> None:
+    """Yolo-Fastest's `[dropout]` between layers: the same graph output as without it, and route/shortcut
+    offsets that count it (a relative offset across it) still land on the layers Darknet means."""
+    with_dropout = CFG.replace(
+        "[maxpool]\nsize=2\nstride=2\n", "[maxpool]\nsize=2\nstride=2\n\n[dropout]\nprobability=.15\n"
+    ).replace("[route]\nlayers=-1,-4", "[dropout]\nprobability=.15\n\n[route]\nlayers=-1,-5")
+    assert with_dropout.count("[dropout]") == 2
+    weights = read_weights(write_weights(tmp_path / "w.weights", CFG))
+    plain = build(CFG, weights).model
+    weights.offset = 0
+    dropped = build(with_dropout, weights).model
+    assert op_histogram(dropped) == op_histogram(plain)
+    x = {"images": np.random.default_rng(3).random((1, 3, 64, 64), dtype=np.float32)}
+    np.testing.assert_array_equal(run(dropped, [x])[0]["output0"], run(plain, [x])[0]["output0"])
 
 
 def test_weights_header_versions(tmp_path: Path) -> None:

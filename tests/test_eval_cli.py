@@ -50,6 +50,7 @@ class GroundTruthDetector:
         self.names = NAMES
         self.head = "yolov5"
         self.input_hw = (640, 640)
+        self.preprocess_mode = "letterbox"
         self.backend = type("B", (), {"name": "fake"})()
         self.labels: dict[tuple[int, int, int], np.ndarray] = {}
 

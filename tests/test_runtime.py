@@ -145,3 +145,65 @@ def test_cpu_temperature_and_throttle(tmp_path: Path, monkeypatch: pytest.Monkey
     }
     monkeypatch.setattr("shutil.which", lambda _name: None)  # no vcgencmd either: not a Pi
     assert throttled(tmp_path / "missing") is None
+
+
+def test_resize_stretches_each_axis_and_maps_boxes_back() -> None:
+    """Darknet's preprocessing (no letter_box): the frame is resized to the input, aspect not kept."""
+    import cv2
+
+    from runtime.preprocess import Preprocess, to_input_tensor
+
+    image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    x, lb = Preprocess(mode="resize")(image, (320, 256))
+    want = to_input_tensor(cv2.resize(image, (256, 320), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(x, want)
+    assert (lb.scale, lb.scale_y, lb.pad_x, lb.pad_y) == (256 / 640, 320 / 480, 0, 0)
+    np.testing.assert_allclose(
+        lb.boxes_to_original(np.array([[0, 0, 256, 320], [64, 80, 128, 160]])),
+        [[0, 0, 640, 480], [160, 120, 320, 240]],
+        rtol=1e-6,
+    )
+
+
+def test_preprocess_mode_comes_from_metadata_and_defaults_to_letterbox() -> None:
+    from runtime.metadata import MetadataError
+    from runtime.preprocess import Preprocess
+
+    assert Preprocess.from_meta(parse_metadata({}).preprocess) == Preprocess(114, True, 1 / 255, "letterbox")
+    old = parse_metadata(
+        {"graphopt.preprocess": '{"letterbox_pad": 114, "rgb": true, "scale": 0.00392156862745098}'}
+    )
+    assert Preprocess.from_meta(old.preprocess).mode == "letterbox"  # models written before the key
+    meta = parse_metadata({"graphopt.preprocess": '{"mode": "resize"}'})
+    assert Preprocess.from_meta(meta.preprocess).mode == "resize"
+    with pytest.raises(MetadataError, match="'mode' = 'crop'"):
+        parse_metadata({"graphopt.preprocess": '{"mode": "crop"}'})
+
+
+def test_every_consumer_preprocesses_as_the_model_says(zoo_onnx, tmp_path: Path) -> None:  # noqa: ANN001
+    """The Detector (detect, eval), verification feeds and the calibration/prune image stream all go
+    through the model's one Preprocess: a `resize` model is resized everywhere."""
+    import cv2
+
+    from graphopt.data.feeds import FeedSource
+    from runtime.preprocess import Preprocess
+
+    model = onnx.load(str(zoo_onnx("yolov8")))
+    for prop in model.metadata_props:
+        if prop.key == "graphopt.preprocess":
+            prop.value = '{"letterbox_pad": 114, "rgb": true, "scale": 0.00392156862745098, "mode": "resize"}'
+    path = tmp_path / "resize.onnx"
+    onnx.save(model, str(path))
+    frame = np.random.default_rng(1).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), frame)
+    want = Preprocess(mode="resize")(frame, (128, 128))[0]
+    assert not np.array_equal(want, Preprocess()(frame, (128, 128))[0])
+    det = Detector(path)
+    assert det.preprocess_mode == "resize"
+    np.testing.assert_array_equal(det.preprocess(frame)[0], want)
+    np.testing.assert_array_equal(FeedSource(image, samples=1).feeds_for(model)[0]["images"], want)
+    stream = FeedSource(image).image_stream(
+        (128, 128), parse_metadata({p.key: p.value for p in model.metadata_props}).preprocess, 1
+    )
+    np.testing.assert_array_equal(next(iter(stream)), want)

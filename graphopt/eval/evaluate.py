@@ -188,6 +188,7 @@ def evaluate(
             "data": str(data),
             "backend": detector.backend.name,
             "imgsz": list(detector.input_hw),
+            "preprocess": detector.preprocess_mode,
             **settings,
         },
     )
