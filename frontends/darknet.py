@@ -37,6 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.core.errors import GraphoptError
+from runtime.metadata import input_size_problem
 
 KNOWN = {"net", "convolutional", "route", "route_lhalf", "shortcut", "upsample", "maxpool", "yolo"}
 ACTIVATIONS = {"leaky", "mish", "swish", "silu", "logistic", "relu", "linear"}
@@ -230,6 +231,8 @@ def build(
     sections = parse_cfg(cfg_text)
     net = sections[0]
     h, w = imgsz or (net.get("height", 416), net.get("width", 416))
+    if problem := input_size_problem(h, w):  # the one bound on input sizes; 0 would divide by zero below
+        raise GraphoptError(f"--imgsz: {problem}" if imgsz else f"line {net.line}: [net] {problem}")
     channels = net.get("channels", 3)
     if channels != 3:
         raise GraphoptError(f"[net] channels={channels}: graphopt exports 3-channel (RGB) detectors")
@@ -366,7 +369,10 @@ def build(
             x = Tensor(y, x.channels, oh, ow)
         elif sec.kind == "yolo":
             classes = sec.get("classes", 80)
-            anchors = np.array(sec.floats("anchors"), np.float32).reshape(-1, 2)
+            values = sec.floats("anchors")
+            if not values or len(values) % 2:
+                raise GraphoptError(f"line {sec.line}: [yolo] anchors needs w,h pairs; got {len(values)} number(s)")
+            anchors = np.array(values, np.float32).reshape(-1, 2)
             mask = sec.ints("mask") if "mask" in sec.values else list(range(len(anchors)))
             if any(not 0 <= m < len(anchors) for m in mask):
                 raise GraphoptError(f"line {sec.line}: [yolo] mask {mask} outside its {len(anchors)} anchors")
@@ -378,7 +384,7 @@ def build(
                     f"line {sec.line}: [yolo] expects {len(mask)} × (5 + {classes}) = {len(mask) * (5 + classes)} "
                     f"channels, the layer before gives {x.channels} (mismatched filter count)"
                 )
-            if h % x.h or w % x.w or h // x.h != w // x.w:
+            if x.h < 1 or x.w < 1 or h % x.h or w % x.w or h // x.h != w // x.w:
                 raise GraphoptError(
                     f"line {sec.line}: [yolo] grid {x.h}x{x.w} does not divide the input {h}x{w}"
                 )
@@ -486,7 +492,10 @@ def export_darknet(
     from graphopt.core.model import save_model
     from runtime import metadata as keys
 
+    from frontends import check_request
+
     start = time.perf_counter()
+    check_request(imgsz, image)
     cfg_path, weights_path = Path(cfg), Path(weights)
     text = read_text(cfg_path, "Darknet .cfg file")
     if isinstance(names, (str, Path)):

@@ -345,7 +345,7 @@ def export(
     except ImportError as exc:
         raise GraphoptError("graphopt export needs PyTorch: pip install 'graphopt[torch]'") from exc
     report = export_checkpoint(
-        checkpoint, out, imgsz=size or 640, opset=opset, repo=repo, trust=trust, image=image
+        checkpoint, out, imgsz=640 if size is None else size, opset=opset, repo=repo, trust=trust, image=image
     )
     if as_json:
         _echo_json(report.as_dict())

@@ -24,6 +24,23 @@ from pathlib import Path
 # Caps for inputs that are read whole into memory (a larger file is not what the user meant).
 MAX_TEXT_BYTES = 64 << 20  # data.yaml, label files, recipes, golden files, sidecars
 MAX_MODEL_BYTES = 2 << 30  # one protobuf cannot exceed 2 GiB (bigger models keep tensors outside)
+# Images are capped by what they decode to, read from their header (runtime.sources.load_image):
+# BGR is 3 bytes a pixel and the letterbox copies it, so 100 MP is 300 MB per frame in flight — above
+# any camera's photo (a 200 MP phone sensor saves 12-50 MP binned) and within a Pi 5's memory.
+DEFAULT_MAX_IMAGE_MEGAPIXELS = 100
+MAX_IMAGE_ENV = "GRAPHOPT_MAX_IMAGE_MP"  # raises (or lowers) the limit, in megapixels
+
+
+def max_image_pixels() -> int:
+    """The image-size limit in pixels: GRAPHOPT_MAX_IMAGE_MP megapixels when set, else 100 MP."""
+    raw = os.environ.get(MAX_IMAGE_ENV, "").strip()
+    try:
+        mp = float(raw) if raw else DEFAULT_MAX_IMAGE_MEGAPIXELS
+    except ValueError:
+        mp = DEFAULT_MAX_IMAGE_MEGAPIXELS
+    if not 0 < mp < 1e6:  # NaN, negative, absurd: the default
+        mp = DEFAULT_MAX_IMAGE_MEGAPIXELS
+    return int(mp * 1e6)
 
 
 class FileProblem(Exception):

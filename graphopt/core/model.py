@@ -151,6 +151,18 @@ def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+def checked_metadata(model: onnx.ModelProto, name: str | os.PathLike[str]) -> Any:
+    """The model's metadata as the runtime reads it (runtime.metadata.ModelMeta): the one check every
+    command that reads metadata applies — convert and compile as eval, detect and bench do. A malformed
+    `graphopt.*` value is MetadataError (one line, naming the model)."""
+    from runtime.metadata import MetadataError, parse_metadata
+
+    try:
+        return parse_metadata(read_metadata(model))
+    except MetadataError as exc:
+        raise MetadataError(f"{name}: {exc}") from None
+
+
 def write_metadata(model: onnx.ModelProto, values: dict[str, Any]) -> None:
     """Set metadata keys (non-string values are stored as JSON); other keys are kept."""
     current = read_metadata(model)

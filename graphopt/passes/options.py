@@ -1,8 +1,10 @@
 """Typed pass options: each pass declares a frozen dataclass once; values are checked on arrival.
 
 Fields carry their type (`bool`, `int`, `float`, `str`, `list[str]`, `Literal[...]` choices, and
-`X | None` where "unset" is a real state), their default, and a one-line help in
-`field(metadata={"help": ...})`. A class may add `check()` for ranges and cross-field rules. The
+`X | None` where "unset" is a real state), their default, a one-line help and, for numbers, their
+closed range (`option(100, "…", lo=1, hi=100_000)`): every option that sizes a tensor or a buffer has
+an upper bound, checked on arrival like the type. A class may add `check()` for open ranges and
+cross-field rules. The
 pipeline builds every step's options — defaults ← recipe ← `--set` — before the first pass runs,
 so a bad value in the last step fails before anything is done.
 """
@@ -48,6 +50,7 @@ def describe(cls: type[Options]) -> dict[str, dict[str, Any]]:
             "default": default,
             "type": _type_text(hint),
             "choices": list(_choices(hint) or []) or None,
+            "range": _range(f),
             "help": f.metadata.get("help", ""),
         }
     return out
@@ -63,12 +66,28 @@ def build(cls: type[Options], pass_name: str, values: dict[str, Any]) -> Options
             names = ", ".join(known) or "none"
             raise OptionError(f"pass '{pass_name}' has no option '{key}' (options: {names})")
         kwargs[key] = _coerce(raw, hints[key], f"{pass_name}.{key}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in kwargs.items():
+        bounds = _range(fields[key])
+        if bounds and value is not None and not _within(value, bounds):
+            lo, hi = ("-inf" if b is None else f"{b:,}" if isinstance(b, int) else f"{b:g}" for b in bounds)
+            raise OptionError(f"option {pass_name}.{key} must be in [{lo}, {hi}]; got {value!r}")
     options = cls(**kwargs)
     try:
         options.check()
     except OptionError as exc:
         raise OptionError(f"{pass_name}: {exc}") from None
     return options
+
+
+def _range(f: dataclasses.Field) -> list[float | int | None] | None:
+    lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+    return None if lo is None and hi is None else [lo, hi]
+
+
+def _within(value: float, bounds: list[float | int | None]) -> bool:
+    lo, hi = bounds
+    return (lo is None or value >= lo) and (hi is None or value <= hi)
 
 
 def _optional(hint: Any) -> tuple[Any, bool]:
@@ -132,8 +151,23 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     raise OptionError(f"option {name}: unsupported option type {hint!r}")  # a pass declared a bad type
 
 
-def option(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - reads as field(help=…)
-    """A dataclass field with a default and a one-line help."""
+def option(
+    default: Any,
+    help: str,  # noqa: A002 - reads as field(help=…)
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    **kw: Any,
+) -> Any:
+    """A dataclass field with a default, a one-line help and, for a number, its closed range [lo, hi]
+    (either end optional); `build` refuses a value outside it, naming the option."""
+    number = isinstance(default, (int, float)) and not isinstance(default, bool)
+    if lo is not None or hi is not None:
+        if not (number or default is None):
+            raise TypeError("lo/hi are for int and float options")
+        if number and not _within(default, [lo, hi]):
+            raise TypeError(f"default {default} is outside [{lo}, {hi}]")
+    metadata = {"help": help, "lo": lo, "hi": hi}
     if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata, **kw)
+    return dataclasses.field(default=default, metadata=metadata, **kw)
