@@ -488,11 +488,10 @@ def export_darknet(
     import json
     import time
 
+    from frontends import check_request
     from graphopt.core.fileio import read_text
     from graphopt.core.model import save_model
     from runtime import metadata as keys
-
-    from frontends import check_request
 
     start = time.perf_counter()
     check_request(imgsz, image)

@@ -77,7 +77,13 @@ class OrtBackend:
         self.threads = opts.intra_op_num_threads
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run(self.output_names, {self.input_name: x})
+        try:
+            values = self.session.run(self.output_names, {self.input_name: x})
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own types: the model fails on its input
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise RuntimeModelError(f"onnxruntime cannot run the model ({first[:240]})") from exc
         return dict(zip(self.output_names, values, strict=True))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from runtime.logs import library_output
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv"}
 MAX_CONSECUTIVE_BAD_FRAMES = 30  # a video that keeps failing has ended, not hiccupped
+FFMPEG_CONTEXT = re.compile(r"^\[[^]]*\]\s*")  # "[mov,mp4 @ 0x55…] " before FFmpeg's message
 
 
 MAX_IMAGE_BYTES = 512 << 20  # an image file larger than this is not a photo
@@ -309,7 +311,7 @@ def open_source(spec: str | int) -> Source:
         cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
-        said = f" ({log[0][:160]})" if log else ""
+        said = f" ({FFMPEG_CONTEXT.sub('', log[0])[:160]})" if log else ""
         raise SourceError(f"{path}: cannot open as an image or a video{said}")
     frame_w, frame_h = cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
     if problem := size_problem(frame_w, frame_h):

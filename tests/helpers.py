@@ -7,8 +7,8 @@ import io
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
-from time import time_ns
 from pathlib import Path
+from time import time_ns
 
 import cv2
 import numpy as np

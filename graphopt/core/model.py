@@ -57,7 +57,15 @@ MIN_OPSET = 11
 
 
 def check_opset(model: onnx.ModelProto, name: str = "the model") -> None:
+    """The model's opset is one the passes support and the installed onnx knows (an opset from the
+    future fails here, not inside the first pass)."""
     opset = default_opset(model)
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and opset > newest:
+        raise GraphoptError(
+            f"{name}: opset {opset} is newer than the installed onnx knows (up to {newest}); re-export it "
+            "with a lower opset (graphopt export --opset 17)"
+        )
     if opset is not None and opset < MIN_OPSET:
         raise GraphoptError(
             f"{name}: opset {opset} is older than graphopt's passes support (>= {MIN_OPSET}); re-export it with "
