@@ -671,6 +671,9 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, click.Abort):
         _fail("error: interrupted", 130, debug)
     except Terminated:
+        from runtime.logs import release_terminal
+
+        release_terminal()
         if debug:
             traceback.print_exc()
         click.echo("error: terminated (SIGTERM); nothing was left half-written", err=True)
@@ -733,6 +736,9 @@ def threading_main() -> bool:
 
 
 def _fail(line: str, code: int, debug: bool) -> None:
+    from runtime.logs import release_terminal
+
+    release_terminal()  # the one line reaches the terminal, whatever a decoder thread is doing
     if debug:
         traceback.print_exc()
     click.echo(" ".join(line.split("\n"))[:2000], err=True)

@@ -58,23 +58,39 @@ def library_output(force: bool = False) -> Iterator[list[str]]:
         _depth += 1
         sink = _sink
         assert sink is not None
-        start = os.lseek(2, 0, os.SEEK_CUR)  # fd 2 shares the sink's file offset
+        start = os.lseek(sink.fileno(), 0, os.SEEK_CUR)  # fd 2 shares this file offset while redirected
     try:
         yield lines
     finally:
         with _lock:
             _flush()
-            end = os.lseek(2, 0, os.SEEK_CUR)
+            end = os.lseek(sink.fileno(), 0, os.SEEK_CUR)
             size = min(end - start, MAX_CAPTURED_BYTES)
             data = os.pread(sink.fileno(), size, start) if size > 0 else b""
             _depth -= 1
             if _depth == 0:
-                assert _saved_fd is not None
-                os.dup2(_saved_fd, 2)
-                os.close(_saved_fd)
+                if _saved_fd is not None:  # not given back early by release_terminal()
+                    os.dup2(_saved_fd, 2)
+                    os.close(_saved_fd)
+                    _saved_fd = None
                 sink.close()
-                _saved_fd, _sink = None, None
+                _sink = None
         lines.extend(line.strip() for line in data.decode(errors="replace").splitlines() if line.strip())
+
+
+def release_terminal() -> None:
+    """Give fd 2 back to the terminal now, for the command's last words: a thread still inside a block
+    (a capture thread that did not stop in time) must not swallow the one `error:` line. Its block then
+    captures nothing more, and no new block redirects."""
+    global _saved_fd, _sink, _routing
+    with _lock:
+        _routing = False
+        if _saved_fd is not None:
+            _flush()
+            os.dup2(_saved_fd, 2)
+            os.close(_saved_fd)
+            _saved_fd = None
+            # the sink stays open for the blocks still running (they read what they captured)
 
 
 def onnxruntime_log_severity() -> int:

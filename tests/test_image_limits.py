@@ -123,6 +123,16 @@ def test_the_limit_is_stated_and_can_be_raised(tmp_path: Path, monkeypatch: pyte
     assert load_image(image).shape == (1000, 3000, 3)
 
 
+def test_a_format_without_a_header_reader_meets_opencvs_own_limit(demo: Path, tmp_path: Path) -> None:
+    """Radiance HDR is one imagesize does not read: OpenCV's own pixel limit, which graphopt sets to the
+    same 100 MP before cv2 loads, refuses it after its header, before decoding."""
+    hdr = tmp_path / "big.hdr"
+    hdr.write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 20000 +X 20000\n" + bytes(1000))
+    r = run_cli_child("bench", demo, "--image", hdr, "--runs", "1", tmp=tmp_path)
+    assert "above OpenCV's image size limit" in _one_error_line(r)
+    assert r.peak_mib < PEAK_MIB, r.peak_mib
+
+
 # --- problem 10: library noise beside the one line ----------------------------------------------------
 
 
@@ -173,3 +183,32 @@ def test_debug_lets_library_output_through(tmp_path: Path) -> None:
         assert logs._routing is False and captured == []
     finally:
         logs.route_library_output(True)
+
+
+def test_the_error_line_is_not_swallowed_by_a_decoder_thread_still_capturing(capfd: pytest.CaptureFixture) -> None:
+    import os
+    import sys
+    import threading
+
+    from runtime import logs
+
+    inside, done = threading.Event(), threading.Event()
+
+    def decoder() -> None:
+        with logs.library_output():
+            os.write(2, b"Premature end of JPEG file\n")
+            inside.set()
+            done.wait(5)
+
+    thread = threading.Thread(target=decoder)
+    thread.start()
+    inside.wait(5)
+    try:
+        logs.release_terminal()
+        print("error: the one line", file=sys.stderr, flush=True)
+    finally:
+        done.set()
+        thread.join()
+        logs.route_library_output(True)
+    err = capfd.readouterr().err
+    assert "error: the one line" in err and "Premature end" not in err
