@@ -371,7 +371,9 @@ def build(
             classes = sec.get("classes", 80)
             values = sec.floats("anchors")
             if not values or len(values) % 2:
-                raise GraphoptError(f"line {sec.line}: [yolo] anchors needs w,h pairs; got {len(values)} number(s)")
+                raise GraphoptError(
+                    f"line {sec.line}: [yolo] anchors needs w,h pairs; got {len(values)} number(s)"
+                )
             anchors = np.array(values, np.float32).reshape(-1, 2)
             mask = sec.ints("mask") if "mask" in sec.values else list(range(len(anchors)))
             if any(not 0 <= m < len(anchors) for m in mask):

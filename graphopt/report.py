@@ -156,10 +156,6 @@ def print_check(result: dict[str, Any]) -> None:
     out.print(table)
 
 
-def _bound(value: float | None) -> str:
-    return "" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:g}"
-
-
 def print_passes(passes: list[dict[str, Any]]) -> None:
     table = Table()
     for col in ("pass", "kind", "description", "options"):
@@ -169,7 +165,7 @@ def print_passes(passes: list[dict[str, Any]]) -> None:
             "\n".join(
                 f"{k}={d['default']}"
                 + (f" ({'|'.join(map(str, d['choices']))})" if d["choices"] else "")
-                + (f" [{_bound(d['range'][0])}..{_bound(d['range'][1])}]" if d.get("range") else "")
+                + (f" {d['interval']}" if d.get("interval") else "")
                 for k, d in p["option_details"].items()
             )
             or "-"

@@ -68,7 +68,9 @@ class OrtBackend:
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
         if inp.type not in ORT_DTYPES:
-            raise RuntimeModelError(f"{path}: input '{inp.name}' is {inp.type}; the runtime feeds numeric tensors")
+            raise RuntimeModelError(
+                f"{path}: input '{inp.name}' is {inp.type}; the runtime feeds numeric tensors"
+            )
         self.input_dtype = np.dtype(ORT_DTYPES[inp.type])
         self.output_names = [o.name for o in self.session.get_outputs()]
         if not self.output_names:

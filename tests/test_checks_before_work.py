@@ -37,11 +37,17 @@ def demo(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("onto", ["recipe", "data.yaml", "an image of the dataset"])
-def test_optimize_checks_every_output_against_every_input_first(demo: Path, tmp_path: Path, onto: str) -> None:
+def test_optimize_checks_every_output_against_every_input_first(
+    demo: Path, tmp_path: Path, onto: str
+) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("passes:\n  - simplify\n")
     data = write_dataset(tmp_path / "ds", 2)
-    report = {"recipe": recipe, "data.yaml": data, "an image of the dataset": data.parent / "images/train/img00.jpg"}
+    report = {
+        "recipe": recipe,
+        "data.yaml": data,
+        "an image of the dataset": data.parent / "images/train/img00.jpg",
+    }
     before = _tree(tmp_path)
     r = run_cli("optimize", demo, "-o", tmp_path / "out" / "opt.onnx", "--recipe", recipe, "--data", data,
                 "--report", report[onto])  # fmt: skip
@@ -156,7 +162,9 @@ def test_compile_options_check_is_what_the_compiler_runs(demo: Path, tmp_path: P
     from graphopt.compile.compiler import TARGETS, CompileOptions, Compiler
     from graphopt.core.errors import GraphoptError
 
-    opts = CompileOptions(source=demo, target=TARGETS["x86-ort"], out=tmp_path / "c", image=tmp_path / "no.jpg")
+    opts = CompileOptions(
+        source=demo, target=TARGETS["x86-ort"], out=tmp_path / "c", image=tmp_path / "no.jpg"
+    )
     with pytest.raises(GraphoptError, match="--image .*no such file"):
         Compiler(opts).run()
     assert not (tmp_path / "c").exists()

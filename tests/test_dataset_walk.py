@@ -37,7 +37,9 @@ def test_a_data_yaml_pointing_at_proc_is_one_line(demo: Path, tmp_path: Path) ->
     data.write_text(yaml.safe_dump({"path": "/", "train": "proc", "val": "proc", "names": {0: "a"}}))
     line = _one_error_line(run_cli("eval", demo, "--data", data))
     assert "val path /proc: on the /proc kernel filesystem, not a folder of images" in line
-    line = _one_error_line(run_cli("optimize", demo, "-o", tmp_path / "o.onnx", "--passes", "simplify", "--data", data))
+    line = _one_error_line(
+        run_cli("optimize", demo, "-o", tmp_path / "o.onnx", "--passes", "simplify", "--data", data)
+    )
     assert "/proc kernel filesystem" in line and not (tmp_path / "o.onnx").exists()
 
 

@@ -77,13 +77,17 @@ def test_a_huge_image_is_refused_with_one_line_in_bounded_memory(
     assert _files(tmp_path) == before  # no output, no temp file, no --save folder left
 
 
-def test_export_refuses_a_huge_verification_image_before_loading_the_checkpoint(huge: Path, tmp_path: Path) -> None:
+def test_export_refuses_a_huge_verification_image_before_loading_the_checkpoint(
+    huge: Path, tmp_path: Path
+) -> None:
     pytest.importorskip("torch")
     from frontends.zoo import yolov5_tiny
     from tests.fake_repo import save_as_repo_checkpoint
 
     ckpt = save_as_repo_checkpoint(yolov5_tiny(), tmp_path / "repo", tmp_path / "v5.pt")
-    r = run_cli_child("export", ckpt, "-o", tmp_path / "e.onnx", "--imgsz", "128", "--data", huge, tmp=tmp_path)
+    r = run_cli_child(
+        "export", ckpt, "-o", tmp_path / "e.onnx", "--imgsz", "128", "--data", huge, tmp=tmp_path
+    )
     assert LIMIT_TEXT in _one_error_line(r)
     assert r.peak_mib < PEAK_MIB, r.peak_mib
     assert not (tmp_path / "e.onnx").exists()
@@ -166,7 +170,9 @@ def test_onnxruntime_says_nothing_on_the_terminal(tmp_path: Path) -> None:
     x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, "h", "w"])  # bench feeds 640 x 640
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [7, -1])  # 3·640·640 values do not split in 7
-    graph = helper.make_graph([helper.make_node("Reshape", ["images", "shape"], ["y"])], "g", [x], [y], [shape])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["images", "shape"], ["y"])], "g", [x], [y], [shape]
+    )
     model = tmp_path / "bad.onnx"
     onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
     line = _one_error_line(run_cli_child("bench", model, "--runs", "1", tmp=tmp_path))
@@ -185,7 +191,9 @@ def test_debug_lets_library_output_through(tmp_path: Path) -> None:
         logs.route_library_output(True)
 
 
-def test_the_error_line_is_not_swallowed_by_a_decoder_thread_still_capturing(capfd: pytest.CaptureFixture) -> None:
+def test_the_error_line_is_not_swallowed_by_a_decoder_thread_still_capturing(
+    capfd: pytest.CaptureFixture,
+) -> None:
     import os
     import sys
     import threading

@@ -62,7 +62,9 @@ def _darknet(tmp_path: Path, w: int = 64, h: int = 64, anchors: str = ANCHORS) -
     header = np.array([0, 2, 5], "<i4").tobytes() + np.array([0], "<i8").tobytes()
     weights = tmp_path / "tiny.weights"
     rng = np.random.default_rng(0)
-    weights.write_bytes(header + rng.normal(0, 0.1, 18 + 18 * 3).astype("<f4").tobytes())  # bias, then filters
+    weights.write_bytes(
+        header + rng.normal(0, 0.1, 18 + 18 * 3).astype("<f4").tobytes()
+    )  # bias, then filters
     return cfg, weights
 
 
@@ -91,7 +93,9 @@ def test_darknet_net_and_yolo_values_are_bounded(tmp_path: Path, edit: dict, mes
 
 def test_darknet_imgsz_override_is_bounded(tmp_path: Path) -> None:
     cfg, weights = _darknet(tmp_path)
-    r = run_cli_child("export", cfg, "--weights", weights, "-o", tmp_path / "o.onnx", "--imgsz", "60000", tmp=tmp_path)
+    r = run_cli_child(
+        "export", cfg, "--weights", weights, "-o", tmp_path / "o.onnx", "--imgsz", "60000", tmp=tmp_path
+    )
     assert "--imgsz: input size 60000x60000 is outside 1..4096" in _one_error_line(r)
     assert r.peak_mib < PEAK_MIB and not (tmp_path / "o.onnx").exists()
 
@@ -99,8 +103,12 @@ def test_darknet_imgsz_override_is_bounded(tmp_path: Path) -> None:
 # --- problem 4: export --imgsz ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("imgsz", "shown"), [("0", "0x0"), ("100000", "100000x100000"), ("640,-32", "640x-32")])
-def test_export_imgsz_is_range_checked_before_the_checkpoint_loads(tmp_path: Path, imgsz: str, shown: str) -> None:
+@pytest.mark.parametrize(
+    ("imgsz", "shown"), [("0", "0x0"), ("100000", "100000x100000"), ("640,-32", "640x-32")]
+)
+def test_export_imgsz_is_range_checked_before_the_checkpoint_loads(
+    tmp_path: Path, imgsz: str, shown: str
+) -> None:
     pytest.importorskip("torch")
     from frontends.zoo import yolov5_tiny
     from tests.fake_repo import save_as_repo_checkpoint
@@ -129,7 +137,8 @@ def _with_input_dtype(tmp_path: Path, dtype: int, name: str) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("dtype", "name"), [(TensorProto.FLOAT16, "fp16"), (TensorProto.UINT8, "uint8"), (TensorProto.INT8, "int8")]
+    ("dtype", "name"),
+    [(TensorProto.FLOAT16, "fp16"), (TensorProto.UINT8, "uint8"), (TensorProto.INT8, "int8")],
 )
 def test_bench_feeds_the_declared_dtype(tmp_path: Path, dtype: int, name: str) -> None:
     model = _with_input_dtype(tmp_path, dtype, name)
@@ -198,10 +207,15 @@ def test_a_declared_input_shape_and_eval_imgsz_are_bounded(tmp_path: Path) -> No
     path = tmp_path / "huge-input.onnx"
     onnx.save_model(model, str(path))
     r = run_cli_child("bench", path, "--runs", "1", tmp=tmp_path)
-    assert "input size 60000x60000 is outside 1..4096 pixels a side (from the model's input shape)" in _one_error_line(r)
+    assert (
+        "input size 60000x60000 is outside 1..4096 pixels a side (from the model's input shape)"
+        in _one_error_line(r)
+    )
     assert r.peak_mib < PEAK_MIB
     dynamic = _dynamic_with_imgsz(tmp_path, "[64, 64]")
-    line = _one_error_line(run_cli("eval", dynamic, "--data", write_dataset(tmp_path / "ds", 2), "--imgsz", "50000"))
+    line = _one_error_line(
+        run_cli("eval", dynamic, "--data", write_dataset(tmp_path / "ds", 2), "--imgsz", "50000")
+    )
     assert "input size 50000x50000 is outside 1..4096" in line
 
 
@@ -242,10 +256,14 @@ def test_every_integer_pass_option_has_an_upper_bound() -> None:
         ("fuse-nms.max_det=0", "option fuse-nms.max_det must be in [1, 100,000]; got 0"),
     ],
 )
-def test_options_that_size_tensors_are_refused_out_of_range(tmp_path: Path, setting: str, message: str) -> None:
+def test_options_that_size_tensors_are_refused_out_of_range(
+    tmp_path: Path, setting: str, message: str
+) -> None:
     model = tmp_path / "demo.onnx"
     onnx.save_model(build_demo_model(), str(model))
     data = write_images(tmp_path / "imgs", 2)
     name = setting.split(".")[0]
-    r = run_cli("optimize", model, "-o", tmp_path / "o.onnx", "--passes", name, "--set", setting, "--data", data)
+    r = run_cli(
+        "optimize", model, "-o", tmp_path / "o.onnx", "--passes", name, "--set", setting, "--data", data
+    )
     assert message in _one_error_line(r) and not (tmp_path / "o.onnx").exists()

@@ -161,7 +161,7 @@ def test_invalid_option_in_the_last_pass_fails_before_the_first_runs(demo_model:
         result = run_cli("optimize", demo_model, "-o", tmp_path / "o.onnx", "--recipe", recipe)
     finally:
         simplify_module.simplify = original
-    assert result.code == 2 and result.err.startswith("error: option fuse-nms.iou must be in [0, 1]; got 7")
+    assert result.code == 2 and result.err.startswith("error: option fuse-nms.iou must be in (0, 1]; got 7")
     assert len(result.err.strip().splitlines()) == 1 and ran == [] and not (tmp_path / "o.onnx").exists()
     result = run_cli("optimize", demo_model, "-o", tmp_path / "o.onnx", "--passes", "simplify,quantize")
     assert result.code == 2 and "pass 'quantize' needs calibration images" in result.err

@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 from graphopt.core.compare import Comparison
 from graphopt.core.errors import GraphoptError
 from graphopt.core.graph import Names
-from graphopt.passes.options import OptionError, Options, option
+from graphopt.passes.options import Options, option
 from graphopt.passes.registry import PassContext, PassResult, register
 from runtime import metadata as keys
 from runtime.decode import END2END_NAMES, decode, head_arrays, infer_head_format, xywh_to_xyxy
@@ -35,14 +35,10 @@ from runtime.nms import nms
 class FuseNmsOptions(Options):
     # K sizes the padded outputs [1, K, 4] and NMS's own buffers: 100000 is far above any anchor count
     max_det: int = option(100, "K: detections kept per image (outputs are padded to K)", lo=1, hi=100_000)
-    iou: float = option(0.45, "NMS IoU threshold", lo=0, hi=1)
-    conf: float = option(0.25, "confidence threshold", lo=0, hi=1)
+    iou: float = option(0.45, "NMS IoU threshold", lo=0, hi=1, lo_open=True)
+    conf: float = option(0.25, "confidence threshold", lo=0, hi=1, hi_open=True)
     multi_label: bool = option(False, "a box survives for every class above conf (validators), not only its best")
     output: str | None = option(None, "the head output to append NMS to (default: the main output)")
-
-    def check(self) -> None:
-        if not 0 < self.iou <= 1 or not 0 <= self.conf < 1:
-            raise OptionError("0 < iou ≤ 1 and 0 ≤ conf < 1")
 
 
 class _Builder:
@@ -239,7 +235,8 @@ def compare_with_host_nms(
         fused = decode(cand, "end2end", -1.0)
         problem, output, box_err = _valid_nms_result(ref[name], head, fused, settings, atol, rtol)
         if problem:
-            return Comparison(False, float("inf"), float("inf"), output, list(END2END_NAMES), f"input {i + 1}: {problem}")
+            inf = float("inf")
+            return Comparison(False, inf, inf, output, list(END2END_NAMES), f"input {i + 1}: {problem}")
         worst = max(worst, box_err)
         host = nms(
             decode({name: ref[name]}, head, settings["conf"], settings["multi_label"]),

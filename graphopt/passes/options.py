@@ -51,6 +51,7 @@ def describe(cls: type[Options]) -> dict[str, dict[str, Any]]:
             "type": _type_text(hint),
             "choices": list(_choices(hint) or []) or None,
             "range": _range(f),
+            "interval": interval_text(f),
             "help": f.metadata.get("help", ""),
         }
     return out
@@ -69,9 +70,8 @@ def build(cls: type[Options], pass_name: str, values: dict[str, Any]) -> Options
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in kwargs.items():
         bounds = _range(fields[key])
-        if bounds and value is not None and not _within(value, bounds):
-            lo, hi = ("-inf" if b is None else f"{b:,}" if isinstance(b, int) else f"{b:g}" for b in bounds)
-            raise OptionError(f"option {pass_name}.{key} must be in [{lo}, {hi}]; got {value!r}")
+        if bounds and value is not None and not _within(value, bounds, _open(fields[key])):
+            raise OptionError(f"option {pass_name}.{key} must be in {interval_text(fields[key])}; got {value!r}")
     options = cls(**kwargs)
     try:
         options.check()
@@ -85,9 +85,26 @@ def _range(f: dataclasses.Field) -> list[float | int | None] | None:
     return None if lo is None and hi is None else [lo, hi]
 
 
-def _within(value: float, bounds: list[float | int | None]) -> bool:
+def _open(f: dataclasses.Field) -> tuple[bool, bool]:
+    return bool(f.metadata.get("lo_open")), bool(f.metadata.get("hi_open"))
+
+
+def _within(value: float, bounds: list[float | int | None], is_open: tuple[bool, bool] = (False, False)) -> bool:
     lo, hi = bounds
-    return (lo is None or value >= lo) and (hi is None or value <= hi)
+    above = lo is None or (value > lo if is_open[0] else value >= lo)
+    below = hi is None or (value < hi if is_open[1] else value <= hi)
+    return above and below
+
+
+def interval_text(f: dataclasses.Field) -> str | None:
+    """An option's range as an interval: `[1, 100,000]`, `(0, 1]`; None when it has none."""
+    bounds = _range(f)
+    if bounds is None:
+        return None
+    lo, hi = ("-inf" if b is None and i == 0 else "inf" if b is None else f"{b:,}" if isinstance(b, int) else f"{b:g}"
+              for i, b in enumerate(bounds))  # fmt: skip
+    lo_open, hi_open = _open(f)
+    return f"{'(' if lo_open or bounds[0] is None else '['}{lo}, {hi}{')' if hi_open or bounds[1] is None else ']'}"
 
 
 def _optional(hint: Any) -> tuple[Any, bool]:
@@ -157,17 +174,20 @@ def option(
     *,
     lo: float | None = None,
     hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
     **kw: Any,
 ) -> Any:
-    """A dataclass field with a default, a one-line help and, for a number, its closed range [lo, hi]
-    (either end optional); `build` refuses a value outside it, naming the option."""
+    """A dataclass field with a default, a one-line help and, for a number, its range [lo, hi] (either
+    end optional, either end open with lo_open / hi_open); `build` refuses a value outside it, naming
+    the option and the interval."""
     number = isinstance(default, (int, float)) and not isinstance(default, bool)
     if lo is not None or hi is not None:
         if not (number or default is None):
             raise TypeError("lo/hi are for int and float options")
-        if number and not _within(default, [lo, hi]):
-            raise TypeError(f"default {default} is outside [{lo}, {hi}]")
-    metadata = {"help": help, "lo": lo, "hi": hi}
+        if number and not _within(default, [lo, hi], (lo_open, hi_open)):
+            raise TypeError(f"default {default} is outside its range")
+    metadata = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata, **kw)
     return dataclasses.field(default=default, metadata=metadata, **kw)

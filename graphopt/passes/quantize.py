@@ -27,7 +27,7 @@ from graphopt.core.errors import GraphoptError
 from graphopt.core.graph import name_unnamed_nodes, shape_computation_nodes
 from graphopt.core.head import FEATURE_OPS, find_head_tail
 from graphopt.eval.head_error import head_error
-from graphopt.passes.options import OptionError, Options, option
+from graphopt.passes.options import Options, option
 from graphopt.passes.registry import PassContext, PassResult, register
 from graphopt.quantize import ort as q
 from graphopt.quantize import sensitivity as sens
@@ -40,7 +40,7 @@ class QuantizeOptions(Options):
     mode: Literal["static", "dynamic"] = option("static", "dynamic: int8 weights, activations at run time")
     target: Literal["arm", "x86"] | None = option(None, "arm: S8S8 (Pi 5); x86: U8S8 [the recipe's, else arm]")
     calibration: Literal["minmax", "percentile", "entropy"] = option("percentile", "activation range method")
-    percentile: float = option(99.999, "for calibration=percentile", lo=0, hi=100)
+    percentile: float = option(99.999, "for calibration=percentile", lo=0, hi=100, lo_open=True)
     # calibration streams (memory does not grow with samples); the bound is on time
     samples: int = option(64, "calibration images (unreadable ones are skipped and counted)", lo=1, hi=100_000)
     per_channel: bool = option(True, "per-channel weight scales")
@@ -49,16 +49,12 @@ class QuantizeOptions(Options):
     exclude: list[str] = option([], "more node names to keep float")
     sensitivity: bool = option(False, "measure every layer's SQNR loss (implied by budget); table in --report")
     # every intermediate tensor of each of these images is held at once (onnxruntime's qdq_loss_debug)
-    sensitivity_samples: int = option(4, "images the sensitivity and the score-error budget run on", lo=1, hi=64)
+    sensitivity_samples: int = option(
+        4, "images the sensitivity and the score-error budget run on", lo=1, hi=64
+    )
     budget: float | None = option(
         None, "max loss: mAP50-95 points (labeled data.yaml), else score-error points; none: off", lo=0, hi=100
     )
-
-    def check(self) -> None:
-        if not 0 < self.percentile <= 100:
-            raise OptionError(f"percentile must be in (0, 100], got {self.percentile}")
-        if self.budget is not None and self.budget < 0:
-            raise OptionError(f"budget must be ≥ 0 points (none: off), got {self.budget}")
 
 
 def _needs(options: QuantizeOptions) -> tuple[str, ...]:
