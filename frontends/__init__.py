@@ -34,6 +34,25 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'frontends' has no attribute {name!r}")
 
 
+def check_request(imgsz: int | tuple[int, int] | list[int] | None, image: str | Path | None) -> None:
+    """What an export is asked for, checked before any checkpoint or cfg is read: the input size within
+    the one bound on input sizes (runtime.metadata.MAX_INPUT_SIDE; 0 is refused, never taken as the
+    default) and the verification image usable (its header is read before it is decoded)."""
+    from graphopt.core.errors import GraphoptError
+    from runtime.metadata import input_size_problem
+    from runtime.sources import ImageProblem, load_image
+
+    if imgsz is not None:
+        h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+        if problem := input_size_problem(h, w):
+            raise GraphoptError(f"--imgsz: {problem}")
+    if image is not None:
+        try:
+            load_image(image)
+        except ImageProblem as exc:
+            raise GraphoptError(str(exc)) from None
+
+
 def loaded_from_module(
     module: Any,
     *,
@@ -80,6 +99,7 @@ def export(
     from frontends.exporter import export_loaded
     from frontends.families import load_checkpoint
 
+    check_request(imgsz, image)
     if isinstance(model, (str, Path)):
         loaded = load_checkpoint(model, repo=repo, trust=trust)
     else:

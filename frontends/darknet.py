@@ -67,6 +67,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.core.errors import GraphoptError
+from runtime.metadata import MAX_INPUT_SIDE
 
 KNOWN = {
     "net",
@@ -117,7 +118,7 @@ SHORTCUT_NORM_EPS = 1e-4
 # Darknet's letterbox fills with 0.5 grey (image.c, letterbox_image): 127 in 8-bit.
 DARKNET_LETTERBOX_PAD = 127
 MAX_CFG_BYTES = 4 << 20
-MAX_SIDE = 4096  # [net] width/height or --imgsz above this is not a detector input (and would not fit)
+MAX_SIDE = MAX_INPUT_SIDE  # the one bound on input sizes (runtime.metadata): a side above it is no detector's
 MAX_KERNEL = 512  # a conv or pooling window larger than this is not a detector layer (and would not finish)
 MAX_LAYER_VALUES = 1 << 28  # one layer's output (1 GiB of float32): a cfg past this would exhaust memory
 
@@ -866,11 +867,13 @@ def export_darknet(
     import json
     import time
 
+    from frontends import check_request
     from graphopt.core.fileio import read_text
     from graphopt.core.model import save_model
     from runtime import metadata as keys
 
     start = time.perf_counter()
+    check_request(imgsz, image)
     cfg_path, weights_path = Path(cfg), Path(weights)
     text = read_text(cfg_path, "Darknet .cfg file")
     if isinstance(names, (str, Path)):

@@ -73,9 +73,13 @@ class ExportReport:
 
 
 def _hw(imgsz: int | tuple[int, int] | list[int], strides: list[int]) -> tuple[int, int]:
+    from runtime.metadata import input_size_problem
+
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
+    if problem := input_size_problem(h, w):
+        raise GraphoptError(f"--imgsz: {problem}")
     top = max(strides or [32])
-    if h % top or w % top or h <= 0 or w <= 0:
+    if h % top or w % top:
         raise GraphoptError(
             f"--imgsz {h}x{w} must be a positive multiple of the model's largest stride ({top})"
         )
@@ -88,11 +92,12 @@ def input_tensor(hw: tuple[int, int], image: str | Path | None, seed: int = 0) -
         gen = torch.Generator().manual_seed(seed)
         return torch.rand(1, 3, *hw, generator=gen), "seeded random input"
     from runtime.preprocess import Preprocess
-    from runtime.sources import read_image
+    from runtime.sources import ImageProblem, load_image
 
-    frame = read_image(image)
-    if frame is None:
-        raise GraphoptError(f"{image}: cannot read image")
+    try:
+        frame = load_image(image)
+    except ImageProblem as exc:
+        raise GraphoptError(str(exc)) from None
     x, _ = Preprocess.from_meta(keys.DEFAULT_PREPROCESS)(frame, hw)  # what the export's metadata says
     return torch.from_numpy(x), f"image {Path(image).name}"
 

@@ -212,6 +212,7 @@ def optimize(
     from graphopt.data.feeds import FeedSource
     from graphopt.passes.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, Pipeline, parse_overrides
     from graphopt.report import print_pipeline
+    from runtime.files import commit_together
 
     if bool(passes) == bool(recipe):
         raise GraphoptError("give exactly one of --passes or --recipe")
@@ -219,7 +220,6 @@ def optimize(
         raise GraphoptError(f"{output}: output path is the input file; choose another output path")
     model = load_model(input_model)
     check_opset(model, input_model)
-    _check_outputs(("output model", output), ("report", report_path))
     overrides = parse_overrides(sets)
     kwargs: dict[str, Any] = {
         "verify_outputs": not no_verify,
@@ -232,8 +232,10 @@ def optimize(
         pipeline = Pipeline.from_passes(names, overrides, **kwargs)
     else:
         pipeline = Pipeline.from_recipe(recipe, overrides, **kwargs)  # type: ignore[arg-type]
+    # --data (its data.yaml, lists and images) and a recipe file have been read: every output is now
+    # checked against every input, before any pass runs
+    _check_outputs(("output model", output), ("report", report_path))
     result = pipeline.run(model)
-    save_model(result.model, output, input_path=input_model)
     report = result.as_dict() | {
         "input": input_model,
         "output": output,
@@ -242,8 +244,10 @@ def optimize(
     }
     for key in ("before", "after"):
         report[key].pop("metadata")
-    if report_path:
-        write_json(report_path, report, "report")
+    with commit_together():  # the model and its report, or neither
+        save_model(result.model, output, input_path=input_model)
+        if report_path:
+            write_json(report_path, report, "report")
     diff_result = diff_summaries(
         report["before"], report["after"], os.path.getsize(input_model), os.path.getsize(output)
     )
@@ -355,7 +359,7 @@ def export(
     except ImportError as exc:
         raise GraphoptError("graphopt export needs PyTorch: pip install 'graphopt[torch]'") from exc
     report = export_checkpoint(
-        checkpoint, out, imgsz=size or 640, opset=opset, repo=repo, trust=trust, image=image
+        checkpoint, out, imgsz=640 if size is None else size, opset=opset, repo=repo, trust=trust, image=image
     )
     if as_json:
         _echo_json(report.as_dict())
@@ -541,27 +545,12 @@ def compile_command(
     """
     from graphopt.compile import compiler
     from graphopt.compile.targets import TARGETS, default_target
-    from graphopt.data.datasets import resolve_images
     from graphopt.report import print_compile
 
     name = target or default_target()
     source = Path(model) if model else compiler.DEFAULT_MODEL
     sample = Path(image) if image else compiler.DEFAULT_IMAGE
     out = Path(output or f"compiled-{name}")
-    if not source.is_file():
-        raise GraphoptError(f"{source}: no such file")
-    if source.suffix.lower() not in (".pt", ".pth", ".onnx"):
-        raise GraphoptError(f"{source}: expected a .pt checkpoint or an .onnx model")
-    if source.suffix.lower() == ".onnx":
-        from graphopt.core.model import check_opset, load_model
-
-        check_opset(load_model(source), str(source))  # a broken model fails before any stage runs
-    if data:
-        resolve_images(data)  # a bad --data fails now, not after the export
-    _note_inputs(source, sample, data, baseline)
-    for p in (source, sample, baseline):
-        if p and Path(out).resolve() in Path(p).resolve().parents:
-            raise GraphoptError(f"{out}: the output folder holds an input ({p}); choose another -o")
     opts = compiler.CompileOptions(
         source=source,
         target=TARGETS[name],
@@ -578,6 +567,7 @@ def compile_command(
         progress=not as_json,
         keep_lossy=keep_lossy,
     )
+    opts.check()  # every input, before the first stage
     if search:
         from graphopt.compile.search import search as run_search
 
@@ -661,11 +651,13 @@ def install_signal_handlers() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: maps errors to one line and an exit code (2 user error, 1 regression, 3 internal)."""
     from runtime.files import forget_inputs
+    from runtime.logs import route_library_output
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     forget_inputs()
+    route_library_output(not debug)  # libjpeg/FFmpeg/onnxruntime lines stay off stderr unless --debug
     in_main = threading_main()  # signal handlers can only be set from the main thread
     previous = signal.getsignal(signal.SIGTERM) if in_main else None
     if in_main:
@@ -683,6 +675,9 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, click.Abort):
         _fail("error: interrupted", 130, debug)
     except Terminated:
+        from runtime.logs import release_terminal
+
+        release_terminal()
         if debug:
             traceback.print_exc()
         click.echo("error: terminated (SIGTERM); nothing was left half-written", err=True)
@@ -745,6 +740,9 @@ def threading_main() -> bool:
 
 
 def _fail(line: str, code: int, debug: bool) -> None:
+    from runtime.logs import release_terminal
+
+    release_terminal()  # the one line reaches the terminal, whatever a decoder thread is doing
     if debug:
         traceback.print_exc()
     click.echo(" ".join(line.split("\n"))[:2000], err=True)

@@ -166,7 +166,9 @@ def print_passes(passes: list[dict[str, Any]]) -> None:
     for p in passes:
         opts = (
             "\n".join(
-                f"{k}={d['default']}" + (f" ({'|'.join(map(str, d['choices']))})" if d["choices"] else "")
+                f"{k}={d['default']}"
+                + (f" ({'|'.join(map(str, d['choices']))})" if d["choices"] else "")
+                + (f" {d['interval']}" if d.get("interval") else "")
                 for k, d in p["option_details"].items()
             )
             or "-"

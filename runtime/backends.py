@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from runtime.files import MAX_MODEL_BYTES, FileProblem, input_file, read_text
+from runtime.logs import quiet_onnxruntime
 
 SIDECAR_SUFFIX = ".json"  # NCNN: model.ncnn.param + model.ncnn.bin + model.ncnn.json (metadata, blob names)
 
@@ -22,6 +23,7 @@ class RuntimeModelError(Exception):
 class Backend(Protocol):
     name: str
     input_shape: tuple[int, ...]
+    input_dtype: np.dtype  # what the model's input declares (float32 for NCNN)
     output_names: list[str]
     metadata: dict[str, str]
 
@@ -47,7 +49,7 @@ class OrtBackend:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or default_threads()
         opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        opts.log_severity_level = quiet_onnxruntime(ort)
         if not spinning:  # several sessions timed in turns: idle pools would spin on the same cores
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
@@ -56,9 +58,20 @@ class OrtBackend:
             raise RuntimeModelError(
                 f"{path}: onnxruntime cannot open it ({str(exc).splitlines()[0][:200]})"
             ) from exc
-        inp = self.session.get_inputs()[0]
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise RuntimeModelError(
+                f"{path}: the runtime feeds one image input; this model has {len(inputs)} "
+                f"({', '.join(i.name for i in inputs[:4])})"
+            )
+        inp = inputs[0]
         self.input_name = inp.name
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
+        if inp.type not in ORT_DTYPES:
+            raise RuntimeModelError(
+                f"{path}: input '{inp.name}' is {inp.type}; the runtime feeds numeric tensors"
+            )
+        self.input_dtype = np.dtype(ORT_DTYPES[inp.type])
         self.output_names = [o.name for o in self.session.get_outputs()]
         if not self.output_names:
             raise RuntimeModelError(f"{path}: the model has no outputs")
@@ -66,8 +79,29 @@ class OrtBackend:
         self.threads = opts.intra_op_num_threads
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run(self.output_names, {self.input_name: x})
+        try:
+            values = self.session.run(self.output_names, {self.input_name: x})
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own types: the model fails on its input
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise RuntimeModelError(f"onnxruntime cannot run the model ({first[:240]})") from exc
         return dict(zip(self.output_names, values, strict=True))
+
+
+# onnxruntime's input type names → numpy (the numeric types a model's input may declare)
+ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(uint16)": np.uint16,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+}
 
 
 def ncnn_files(path: str | Path) -> tuple[Path, Path, Path]:
@@ -100,6 +134,7 @@ def ncnn_files(path: str | Path) -> tuple[Path, Path, Path]:
 
 class NcnnBackend:
     name = "ncnn"
+    input_dtype = np.dtype(np.float32)  # ncnn.Mat holds float32
 
     def __init__(
         self, path: str | Path, threads: int | None = None, fp16: bool | None = None, spinning: bool = True

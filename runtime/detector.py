@@ -11,7 +11,7 @@ import numpy as np
 
 from runtime.backends import Backend, RuntimeModelError, open_backend
 from runtime.decode import decode, infer_head_format
-from runtime.metadata import parse_metadata
+from runtime.metadata import input_size_problem, parse_metadata
 from runtime.nms import nms
 from runtime.preprocess import Letterbox, Preprocess
 
@@ -73,18 +73,24 @@ class Detector:
         self._preprocess = Preprocess.from_meta(self.meta.preprocess)
 
     def _input_hw(self, imgsz: int | tuple[int, int] | None) -> tuple[int, int]:
+        """The model's static input size, else `imgsz`, else its metadata's, else 640 — within the one
+        bound on input sizes (runtime.metadata.MAX_INPUT_SIDE) wherever it came from."""
         shape = self.backend.input_shape
         if len(shape) == 4 and shape[2] > 0 and shape[3] > 0:
-            return int(shape[2]), int(shape[3])
-        if imgsz is not None:
-            return (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
-        if self.meta.imgsz:
-            return self.meta.imgsz
-        return 640, 640
+            hw, where = (int(shape[2]), int(shape[3])), "the model's input shape"
+        elif imgsz is not None:
+            hw, where = ((imgsz, imgsz) if isinstance(imgsz, int) else (imgsz[0], imgsz[1])), "imgsz"
+        elif self.meta.imgsz:
+            hw, where = self.meta.imgsz, "the model's metadata"
+        else:
+            hw, where = (640, 640), "the default"
+        if problem := input_size_problem(*hw):
+            raise RuntimeModelError(f"{problem} (from {where})")
+        return hw
 
     def _probe_head(self) -> str:
         """No head metadata (a peer's export): run once on a blank image and read the output shapes."""
-        blank = np.zeros((1, 3, *self.input_hw), np.float32)
+        blank = np.zeros((1, 3, *self.input_hw), self.backend.input_dtype)
         outputs = self.backend.run(blank)
         nc = len(self.meta.names) or None
         try:
@@ -101,7 +107,18 @@ class Detector:
         return self._preprocess.mode
 
     def preprocess(self, frame_bgr: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        return self._preprocess(frame_bgr, self.input_hw)
+        """The letterboxed input tensor in the model's input dtype (float16 models get float16)."""
+        x, lb = self._preprocess(frame_bgr, self.input_hw)
+        dtype = self.backend.input_dtype
+        if dtype == x.dtype:
+            return x, lb
+        if dtype.kind != "f":
+            raise RuntimeModelError(
+                f"the model's input is {dtype}; the runtime feeds letterboxed images as floats "
+                "(graphopt.preprocess), so it can time this model on random input (bench without --image) "
+                "but not run it on images"
+            )
+        return x.astype(dtype), lb
 
     def __call__(self, frame_bgr: np.ndarray) -> Detections:
         t0 = time.perf_counter()

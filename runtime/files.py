@@ -24,6 +24,23 @@ from pathlib import Path
 # Caps for inputs that are read whole into memory (a larger file is not what the user meant).
 MAX_TEXT_BYTES = 64 << 20  # data.yaml, label files, recipes, golden files, sidecars
 MAX_MODEL_BYTES = 2 << 30  # one protobuf cannot exceed 2 GiB (bigger models keep tensors outside)
+# Images are capped by what they decode to, read from their header (runtime.sources.load_image):
+# BGR is 3 bytes a pixel and the letterbox copies it, so 100 MP is 300 MB per frame in flight — above
+# any camera's photo (a 200 MP phone sensor saves 12-50 MP binned) and within a Pi 5's memory.
+DEFAULT_MAX_IMAGE_MEGAPIXELS = 100
+MAX_IMAGE_ENV = "GRAPHOPT_MAX_IMAGE_MP"  # raises (or lowers) the limit, in megapixels
+
+
+def max_image_pixels() -> int:
+    """The image-size limit in pixels: GRAPHOPT_MAX_IMAGE_MP megapixels when set, else 100 MP."""
+    raw = os.environ.get(MAX_IMAGE_ENV, "").strip()
+    try:
+        mp = float(raw) if raw else DEFAULT_MAX_IMAGE_MEGAPIXELS
+    except ValueError:
+        mp = DEFAULT_MAX_IMAGE_MEGAPIXELS
+    if not 0 < mp < 1e6:  # NaN, negative, absurd: the default
+        mp = DEFAULT_MAX_IMAGE_MEGAPIXELS
+    return int(mp * 1e6)
 
 
 class FileProblem(Exception):
@@ -78,6 +95,10 @@ def _still_same(path: Path, key: tuple[int, int]) -> bool:
     return (st.st_dev, st.st_ino) == key
 
 
+def _a(what: str) -> str:
+    return f"{'an' if what[:1].lower() in 'aeiou' else 'a'} {what}"
+
+
 def input_file(
     path: str | os.PathLike[str], what: str = "file", max_bytes: int | None = MAX_TEXT_BYTES
 ) -> Path:
@@ -90,11 +111,11 @@ def input_file(
     except OSError as exc:
         raise FileProblem(f"{p}: cannot read ({exc.strerror or exc})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise FileProblem(f"{p}: is a directory, expected a {what}")
+        raise FileProblem(f"{p}: is a directory, expected {_a(what)}")
     if not stat.S_ISREG(st.st_mode):
-        raise FileProblem(f"{p}: not a regular file (a device, pipe or socket), expected a {what}")
+        raise FileProblem(f"{p}: not a regular file (a device, pipe or socket), expected {_a(what)}")
     if max_bytes is not None and st.st_size > max_bytes:
-        raise FileProblem(f"{p}: {st.st_size:,} bytes is too large for a {what} (limit {max_bytes:,})")
+        raise FileProblem(f"{p}: {st.st_size:,} bytes is too large for {_a(what)} (limit {max_bytes:,})")
     if not os.access(p, os.R_OK):
         raise FileProblem(f"{p}: permission denied")
     note_input(p)
@@ -109,11 +130,11 @@ def read_text(path: str | os.PathLike[str], what: str = "text file", max_bytes: 
     except OSError as exc:
         raise FileProblem(f"{p}: cannot read ({exc.strerror or exc})") from None
     if b"\x00" in data:
-        raise FileProblem(f"{p}: binary content, expected a {what}")
+        raise FileProblem(f"{p}: binary content, expected {_a(what)}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise FileProblem(f"{p}: not UTF-8 text (byte {exc.start}), expected a {what}") from None
+        raise FileProblem(f"{p}: not UTF-8 text (byte {exc.start}), expected {_a(what)}") from None
 
 
 def check_output(path: str | os.PathLike[str], what: str = "output") -> Path:
@@ -150,36 +171,106 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+class _Commit:
+    """Outputs of one command that are renamed into place together (see `commit_together`)."""
+
+    def __init__(self) -> None:
+        self.staged: list[tuple[Path, Path, str]] = []  # (temp file, final path, what)
+        self.made_dirs: list[Path] = []
+
+
+_commit = threading.local()
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """`folder` and its parents that do not exist yet, deepest first (mkdir will create them)."""
+    missing = []
+    for p in (folder, *folder.parents):
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def _remove_dirs(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; only what this command created, and only when empty
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+@contextlib.contextmanager
+def commit_together() -> Iterator[None]:
+    """Every atomic write inside the block is staged, and renamed into place only when the block ends
+    normally — all of them, in order; when it raises (an error, a failed later write, SIGTERM), every
+    staged temp file and every folder the writes created are removed: a command with several outputs
+    (a model and its report) leaves none of them behind when it fails."""
+    outer = getattr(_commit, "group", None)
+    if outer is not None:  # nested: the outermost block commits
+        yield
+        return
+    group = _commit.group = _Commit()
+    try:
+        yield
+        for tmp, out, what in group.staged:
+            check_output(out, what)  # an input may have been noted meanwhile
+            try:
+                os.replace(tmp, out)
+            except OSError as exc:
+                raise FileProblem(f"{out}: cannot write the {what} ({exc.strerror or exc})") from None
+    except BaseException:
+        for tmp, _, _ in group.staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        _remove_dirs(group.made_dirs)
+        raise
+    finally:
+        _commit.group = None
+
+
 @contextlib.contextmanager
 def atomic_output(
     path: str | os.PathLike[str], what: str = "output", *, keep_suffix: bool = False
 ) -> Iterator[Path]:
     """A temp file beside `path` to write (all at once, or frame by frame); renamed onto `path` when the
-    block ends normally, removed when it raises — an exception, or SIGTERM turned into one by the CLI.
+    block ends normally, removed when it raises — an exception, or SIGTERM turned into one by the CLI —
+    with the folders it created for it. Inside `commit_together()` the rename waits for that block.
 
     `keep_suffix`: the temp name ends with `path`'s suffix (writers such as OpenCV pick the format
     from it).
     """
     out = check_output(path, what)
+    group: _Commit | None = getattr(_commit, "group", None)
+    made = _missing_parents(out.parent)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
             prefix=f".{out.name}.", suffix=(".tmp" + out.suffix) if keep_suffix else ".tmp", dir=out.parent
         )
     except OSError as exc:
+        _remove_dirs(made)
         raise FileProblem(f"{out}: cannot write the {what} there ({exc.strerror or exc})") from None
     os.close(fd)
     tmp_path = Path(tmp)
+    if group is not None:
+        group.made_dirs[:0] = made  # deeper folders of later writes come first
+    done = False
     try:
         yield tmp_path
         os.chmod(tmp_path, _umask_mode())  # mkstemp creates 0600; outputs are ordinary files
         check_output(out, what)  # an input may have been noted meanwhile
-        os.replace(tmp_path, out)
+        if group is not None:
+            group.staged.append((tmp_path, out, what))
+        else:
+            os.replace(tmp_path, out)
+        done = True
     except OSError as exc:
         raise FileProblem(f"{out}: cannot write the {what} ({exc.strerror or exc})") from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
+        if not (done and group is not None):
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+        if not done and group is None:
+            _remove_dirs(made)
 
 
 def atomic_write(

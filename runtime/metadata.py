@@ -38,6 +38,19 @@ PREPROCESS_MODES = ("letterbox", "resize")
 # A metadata value larger than this is not something graphopt or Ultralytics wrote.
 MAX_VALUE_CHARS = 4 << 20
 
+# The one bound on a network input's side, wherever a size comes from (export --imgsz, a Darknet
+# [net], metadata, a model's declared shape, eval --imgsz): memory grows with its square — a 60000 px
+# Darknet input ran into the OOM killer at 22 GB — and YOLO models are trained at 320-1536.
+MAX_INPUT_SIDE = 4096
+
+
+def input_size_problem(h: Any, w: Any) -> str | None:
+    """Why (h, w) cannot be a network input size, or None when it can (1..MAX_INPUT_SIDE each)."""
+    for value in (h, w):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INPUT_SIDE:
+            return f"input size {h}x{w} is outside 1..{MAX_INPUT_SIDE} pixels a side"
+    return None
+
 
 class MetadataError(ValueError):
     """A `graphopt.*` metadata value that cannot be what graphopt wrote (damaged or hostile model)."""
@@ -86,10 +99,14 @@ def _as_hw(raw: Any) -> tuple[int, int] | None:
     if raw is None:
         return None
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return _positive(raw), _positive(raw)
-    if isinstance(raw, (list, tuple)) and len(raw) == 2:
-        return _positive(raw[0]), _positive(raw[1])
-    raise ValueError(f"expected N or [h, w], got {raw!r}"[:120])
+        hw = _positive(raw), _positive(raw)
+    elif isinstance(raw, (list, tuple)) and len(raw) == 2:
+        hw = _positive(raw[0]), _positive(raw[1])
+    else:
+        raise ValueError(f"expected N or [h, w], got {raw!r}"[:120])
+    if problem := input_size_problem(*hw):
+        raise ValueError(problem)
+    return hw
 
 
 def _as_preprocess(raw: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from time import time_ns
 
 import cv2
 import numpy as np
@@ -130,4 +131,57 @@ def write_darknet_weights(path: Path, cfg_text: str, seed: int = 0) -> Path:
             else:  # bn_beta, bn_mean, bias
                 values = rng.uniform(-0.1, 0.1, block.size)
             f.write(values.astype("<f4").tobytes())
+
+
+@dataclass
+class ChildResult(CliResult):
+    peak_mib: float  # the child's own VmHWM (peak resident memory since exec)
+
+
+_CHILD = """
+import atexit, sys
+sys.path.insert(0, {repo!r})
+def _peak():
+    with open('/proc/self/status') as f:
+        kib = next(int(l.split()[1]) for l in f if l.startswith('VmHWM:'))
+    with open({peak!r}, 'w') as f:
+        f.write(str(kib))
+atexit.register(_peak)
+from graphopt.cli import main
+main({args!r})
+"""
+
+
+def run_cli_child(*args: object, tmp: Path, timeout: float = 300) -> ChildResult:
+    """Run `graphopt ARGS` in a fresh interpreter: native libraries' own writes to stderr are seen, and
+    its peak RSS is its own VmHWM from /proc/self/status (ru_maxrss would carry the parent's RSS at fork)."""
+    import os
+    import subprocess
+
+    peak = tmp / f".vmhwm-{os.getpid()}-{time_ns()}"
+    script = _CHILD.format(repo=str(REPO), peak=str(peak), args=[str(a) for a in args])
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout, cwd=tmp
+    )
+    try:
+        kib = int(peak.read_text())
+    finally:
+        peak.unlink(missing_ok=True)
+    return ChildResult(proc.returncode, proc.stdout, proc.stderr, kib / 1024)
+
+
+def write_png_claiming(path: Path, width: int, height: int) -> Path:
+    """A valid 1-bit greyscale PNG of width × height (all black): ~50 KB on disk for 20000 × 20000, yet
+    OpenCV would decode it into width·height·3 bytes of BGR."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed bits
+    comp = zlib.compressobj(9)
+    body = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
     return path

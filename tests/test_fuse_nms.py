@@ -107,3 +107,104 @@ def test_errors_and_ncnn_refusal(zoo_onnx, tmp_path: Path) -> None:  # noqa: ANN
     onnx.save(b.model([("x", [1, 3, 8, 8])], [y]), str(odd))
     with pytest.raises(GraphoptError, match="expected a static decoded YOLO head"):
         Pipeline.from_passes(["fuse-nms"]).run(load_model(odd))
+
+
+# --- the equivalence check, modulo ties (issue 24) -------------------------------------------------
+
+NMS_SETTINGS = {"max_det": 3, "iou": 0.45, "conf": 0.25, "multi_label": False}
+
+
+def _raw(rows: list[tuple[float, float, float, float, float, float]]) -> np.ndarray:
+    """A decoded YOLOv5 head [1, N, 5 + 2]: (cx, cy, w, h, class-0 score, class-1 score), objectness 1."""
+    return np.array([[*r[:4], 1.0, *r[4:]] for r in rows], np.float32)[None]
+
+
+# A and B score exactly alike and overlap (IoU 0.82): NMS keeps either. D and E tie at the K = 3 cut.
+# F's two class scores tie: its class is either.
+TIED = _raw(
+    [
+        (50, 50, 20, 20, 0.9, 0.1),  # A
+        (51, 50, 20, 20, 0.9, 0.1),  # B
+        (200, 200, 30, 30, 0.1, 0.8),  # C
+        (300, 300, 30, 30, 0.7, 0.1),  # D
+        (400, 400, 30, 30, 0.1, 0.7),  # E
+    ]
+)
+
+
+def _e2e(dets: list[tuple[tuple[float, ...], float, int]], k: int = 3) -> dict[str, np.ndarray]:
+    """End-to-end outputs from (xywh, score, class) rows, padded to K."""
+    boxes = np.zeros((1, k, 4), np.float32)
+    scores, classes = np.zeros((1, k), np.float32), np.zeros((1, k), np.int64)
+    for i, ((cx, cy, w, h), s, c) in enumerate(dets):
+        boxes[0, i] = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+        scores[0, i], classes[0, i] = s, c
+    return {"num_dets": np.array([[len(dets)]], np.int64), "det_boxes": boxes, "det_scores": scores, "det_classes": classes}
+
+
+def _check(raw: np.ndarray, fused: dict[str, np.ndarray], **settings: object) -> object:
+    from graphopt.passes.fuse_nms import compare_with_host_nms
+
+    meta = {"graphopt.nms": json.dumps(NMS_SETTINGS | settings), "graphopt.nms_source_head": "yolov5"}
+    return compare_with_host_nms([{"output0": raw}], [fused], meta, 1e-4, 1e-3)
+
+
+# the same rows as detections: (xywh, score, class)
+A = ((50, 50, 20, 20), 0.9, 0)
+B = ((51, 50, 20, 20), 0.9, 0)
+C = ((200, 200, 30, 30), 0.8, 1)
+D = ((300, 300, 30, 30), 0.7, 0)
+E = ((400, 400, 30, 30), 0.7, 1)
+
+
+def test_either_side_of_a_tie_is_host_nms() -> None:
+    """What host NMS keeps (A, C, D) and the other tie-breaks (B for A, E for D at the cut) all pass."""
+    assert _check(TIED, _e2e([A, C, D])).ok
+    alternative = _check(TIED, _e2e([B, C, E]))
+    assert alternative.ok and "2 tie-broken" in alternative.reason
+    tied_classes = _raw([(60, 60, 20, 20, 0.6, 0.6)])
+    assert _check(tied_classes, _e2e([((60, 60, 20, 20), 0.6, 1)])).ok  # host's argmax says class 0
+
+
+@pytest.mark.parametrize(
+    ("fused", "message"),
+    [
+        ([A, C], "drops"),  # D (or E) is left out with room below K: a real loss
+        ([C, D, E], "drops"),  # A and B both gone
+        ([A, B, C], "overlap with IoU"),  # both sides of a suppression kept
+        ([A, C, ((300, 310, 30, 30), 0.7, 0)], "not a candidate"),  # a box host decoding never had
+        ([A, C, ((300, 300, 30, 30), 0.5, 0)], "not a candidate"),  # D's box with another score
+        ([A, C, ((300, 300, 30, 30), 0.7, 1)], "not a candidate"),  # D with a class that is not its best
+    ],
+)
+def test_a_real_difference_still_fails(fused: list, message: str) -> None:
+    result = _check(TIED, _e2e(fused))
+    assert not result.ok and message in result.reason, result.reason
+
+
+def test_multi_label_keeps_every_class_above_conf() -> None:
+    raw = _raw([(60, 60, 20, 20, 0.6, 0.5)])
+    both = [((60, 60, 20, 20), 0.6, 0), ((60, 60, 20, 20), 0.5, 1)]
+    assert _check(raw, _e2e(both), multi_label=True).ok
+    result = _check(raw, _e2e(both[:1]), multi_label=True)
+    assert not result.ok and "class-1 box" in result.reason and "drops" in result.reason
+
+
+def test_the_pipeline_refuses_a_fused_graph_that_drops_a_detection(
+    zoo_onnx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """End to end: a fuse-nms whose graph loses its best detection is caught by the check (exit 1)."""
+    import graphopt.passes.fuse_nms as fuse
+
+    original = fuse._named
+
+    def drop_first(b, op, inputs, name, dtype, shape):  # noqa: ANN001, ANN202
+        if name == "num_dets":  # one detection fewer than NMS kept
+            inputs = [b.op("Sub", [inputs[0], b.const([1])], dtype=np.int64), inputs[1]]
+        return original(b, op, inputs, name, dtype, shape)
+
+    monkeypatch.setattr(fuse, "_named", drop_first)
+    images = write_images(tmp_path / "imgs", 3)
+    args = ["--passes", "simplify,fuse-nms", "--set", "fuse-nms.conf=0.0001", "--data", images]
+    r = run_cli("optimize", zoo_onnx("yolov5"), "-o", tmp_path / "o.onnx", *args)
+    assert r.code == 1 and "drops" in r.err and not (tmp_path / "o.onnx").exists(), r.err

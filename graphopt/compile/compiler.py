@@ -22,7 +22,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,72 @@ class CompileOptions:
     repo: str | None = None
     progress: bool = True
     keep_lossy: bool = False  # deploy every lossy stage, paying or not
+    checked: bool = field(default=False, repr=False, compare=False)
+
+    def check(self) -> None:
+        """Every input and setting, before the first stage runs (a mistake is one line after seconds,
+        not at stage 5/5 after the stage models are written): the model (an ONNX opens in onnxruntime,
+        its opset and metadata as eval reads them), the sample image (decoded, within the megapixel
+        limit), the baseline (opened as the runtime will), `--data` (its images, and a data.yaml's
+        names, nc and val split), the sizes and ranges, and the output folder. Every input is noted,
+        so no output lands on one. Idempotent: `Compiler.run` calls it too."""
+        if self.checked:
+            return
+        from graphopt.core.model import check_opset, checked_metadata, load_model
+        from graphopt.data.datasets import load_dataset, resolve_images
+        from runtime.detector import open_detector
+        from runtime.files import FileProblem, input_file
+        from runtime.metadata import input_size_problem
+        from runtime.sources import ImageProblem, load_image
+
+        suffix = self.source.suffix.lower()
+        if suffix not in (".pt", ".pth", ".onnx"):
+            raise GraphoptError(f"{self.source}: expected a .pt checkpoint or an .onnx model")
+        try:
+            input_file(self.source, "checkpoint" if suffix != ".onnx" else "ONNX model", max_bytes=None)
+        except FileProblem as exc:
+            raise GraphoptError(str(exc)) from None
+        if suffix == ".onnx":
+            from graphopt.core.ort_session import session
+
+            model = load_model(self.source)
+            check_opset(model, str(self.source))
+            checked_metadata(model, self.source)
+            try:
+                session(model)  # what the first stage would find out: onnxruntime can run it
+            except GraphoptError as exc:
+                raise GraphoptError(f"{self.source}: {exc}") from None
+        elif self.repo is not None and not Path(self.repo).is_dir():
+            raise GraphoptError(f"--repo {self.repo}: not a folder")
+        if self.imgsz is not None and (problem := input_size_problem(self.imgsz, self.imgsz)):
+            raise GraphoptError(f"--imgsz: {problem}")
+        if self.prune is not None and not 0 < self.prune <= 1:
+            raise GraphoptError(f"--prune {self.prune}: the MACs fraction to keep must be in (0, 1]")
+        if self.budget is not None and not 0 <= self.budget <= 100:
+            raise GraphoptError(f"--budget {self.budget}: points of mAP50-95, in [0, 100]")
+        if self.rounds < 1:
+            raise GraphoptError("--rounds must be at least 1")
+        try:
+            load_image(self.image)
+        except ImageProblem as exc:
+            raise GraphoptError(f"--image {exc}") from None
+        if self.baseline is not None:
+            from runtime.backends import RuntimeModelError
+
+            try:
+                open_detector(self.baseline, backend="ort", threads=1)
+            except RuntimeModelError as exc:
+                raise GraphoptError(f"--baseline {exc}") from None
+        if self.data is not None:
+            resolve_images(self.data)  # the calibration images (a data.yaml's train split)
+            if labeled_yaml(self.data) is not None:
+                load_dataset(self.data, "val")  # names, nc and the split accuracy is measured on
+        for p in (self.source, self.image, self.baseline, self.data):
+            if p is not None and self.out.resolve() in Path(p).resolve().parents:
+                raise GraphoptError(f"{self.out}: the output folder holds an input ({p}); choose another -o")
+        if self.out.exists() and not self.out.is_dir():
+            raise GraphoptError(f"{self.out}: exists and is not a folder; -o takes a folder")
+        self.checked = True
 
 
 class Compiler:
@@ -101,6 +167,7 @@ class Compiler:
     def run(self) -> CompileReport:
         from runtime.files import FileProblem, output_dir
 
+        self.opts.check()
         try:
             output_dir(self.opts.out, "compile output folder")
             output_dir(self.stage_dir, "compile stages folder")

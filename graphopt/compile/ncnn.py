@@ -21,7 +21,7 @@ import numpy as np
 
 from graphopt.core.errors import GraphoptError, VerificationError
 from graphopt.core.fileio import atomic_write
-from graphopt.core.model import io_signature, load_model, read_metadata
+from graphopt.core.model import checked_metadata, io_signature, load_model, read_metadata
 from runtime.files import FileProblem, check_output, output_dir
 
 # fp32 conversion must agree with onnxruntime to this fraction of each output's range; fp16 weights
@@ -35,6 +35,7 @@ def convert_to_ncnn(
     pnnx_exe, pnnx_version = _pnnx()
     src = Path(model_path)
     model = load_model(src)
+    checked_metadata(model, src)  # what eval and detect would refuse is not converted either
     sig = io_signature(model)
     if len(sig["inputs"]) != 1:
         raise GraphoptError(f"{src}: NCNN conversion supports one input, the model has {len(sig['inputs'])}")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 
 from graphopt.core.errors import GraphoptError
 from runtime import files
+from runtime.logs import library_output
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], what: str = "output") -> Path:
@@ -46,17 +45,9 @@ class CapturedLog:
 
 @contextlib.contextmanager
 def captured_stderr() -> Iterator[CapturedLog]:
-    """Capture what native code writes to file descriptor 2 (Python's sys.stderr included)."""
+    """Capture what native code writes to file descriptor 2 (Python's sys.stderr included), through the
+    runtime's one router (runtime.logs), so that it nests with the image decoders' capture."""
     log = CapturedLog()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield log
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            log.lines = sink.read().decode(errors="replace").splitlines()
+    with library_output(force=True) as lines:
+        yield log
+    log.lines = lines

@@ -57,7 +57,15 @@ MIN_OPSET = 11
 
 
 def check_opset(model: onnx.ModelProto, name: str = "the model") -> None:
+    """The model's opset is one the passes support and the installed onnx knows (an opset from the
+    future fails here, not inside the first pass)."""
     opset = default_opset(model)
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and opset > newest:
+        raise GraphoptError(
+            f"{name}: opset {opset} is newer than the installed onnx knows (up to {newest}); re-export it "
+            "with a lower opset (graphopt export --opset 17)"
+        )
     if opset is not None and opset < MIN_OPSET:
         raise GraphoptError(
             f"{name}: opset {opset} is older than graphopt's passes support (>= {MIN_OPSET}); re-export it with "
@@ -149,6 +157,18 @@ def save_model(
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
+
+
+def checked_metadata(model: onnx.ModelProto, name: str | os.PathLike[str]) -> Any:
+    """The model's metadata as the runtime reads it (runtime.metadata.ModelMeta): the one check every
+    command that reads metadata applies — convert and compile as eval, detect and bench do. A malformed
+    `graphopt.*` value is MetadataError (one line, naming the model)."""
+    from runtime.metadata import MetadataError, parse_metadata
+
+    try:
+        return parse_metadata(read_metadata(model))
+    except MetadataError as exc:
+        raise MetadataError(f"{name}: {exc}") from None
 
 
 def write_metadata(model: onnx.ModelProto, values: dict[str, Any]) -> None:

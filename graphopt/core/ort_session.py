@@ -8,6 +8,7 @@ import onnx
 import onnxruntime as ort
 
 from graphopt.core.errors import GraphoptError
+from runtime.logs import quiet_onnxruntime
 
 Feed = dict[str, np.ndarray]  # one model input set: input name → tensor
 
@@ -18,7 +19,7 @@ def session(model: onnx.ModelProto, optimize: bool = False, threads: int = 0) ->
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
+    opts.log_severity_level = quiet_onnxruntime(ort)
     try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types

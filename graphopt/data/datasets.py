@@ -10,7 +10,8 @@ import yaml
 
 from graphopt.core.errors import GraphoptError
 from graphopt.core.fileio import read_text
-from runtime.sources import IMAGE_SUFFIXES, images_in
+from runtime.files import note_input
+from runtime.sources import IMAGE_SUFFIXES, SourceError, images_in
 
 
 def load_data_yaml(path: Path) -> dict:
@@ -63,7 +64,10 @@ def split_images(yaml_path: Path, split: str = "val") -> list[Path]:
         p = Path(item)
         p = p if p.is_absolute() else root / p
         if p.is_dir():
-            images.extend(images_in(p))
+            try:
+                images.extend(images_in(p))
+            except SourceError as exc:
+                raise GraphoptError(f"{yaml_path}: {split} path {exc}") from None
         elif p.suffix == ".txt" and p.exists():
             images.extend(_list_file(p, root))
         elif p.is_file():
@@ -92,6 +96,8 @@ def resolve_images(path: str | Path, split: str = "train") -> list[Path]:
         raise GraphoptError(f"{p}: expected an image folder, an image, a list file (.txt) or a data.yaml")
     if not images:
         raise GraphoptError(f"{p}: no images found")
+    for image in images:  # inputs of this command: no output may land on one
+        note_input(image)
     return images
 
 

@@ -14,9 +14,12 @@ from graphopt.core.errors import GraphoptError
 from graphopt.core.model import io_signature, read_metadata
 from graphopt.core.ort_session import Feed
 from graphopt.data.datasets import resolve_images
-from runtime.metadata import parse_metadata
+from runtime.metadata import input_size_problem, parse_metadata
 from runtime.preprocess import Preprocess
-from runtime.sources import read_image
+from runtime.sources import ImageProblem, load_image
+
+# A made-up input larger than this (1 GiB of float32) is not a model's: its declared shape is damaged.
+MAX_FEED_ELEMENTS = 1 << 28
 
 
 class Feeds(list):
@@ -28,21 +31,27 @@ class Feeds(list):
 
 
 class ImageStream:
-    """Up to `count` image tensors, read lazily (calibration streams them). Unreadable files are skipped;
-    `skipped` names them and is complete once the stream is exhausted."""
+    """Up to `count` image tensors, read lazily (calibration streams them). Unreadable files (and images
+    above the megapixel limit) are skipped; `skipped` names them, `reasons` says why, both complete once
+    the stream is exhausted."""
 
     def __init__(self, paths: list[Path], hw: tuple[int, int], preprocess: Preprocess, count: int) -> None:
         self.paths, self.hw, self.preprocess, self.count = paths, hw, preprocess, count
         self.skipped: list[str] = []
+        self.reasons: list[str] = []
+        self.problems: list[ImageProblem] = []
         self.produced = 0
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for path in self.paths:
             if self.produced >= self.count:
                 return
-            image = read_image(path)
-            if image is None:
+            try:
+                image = load_image(path)
+            except ImageProblem as exc:
                 self.skipped.append(path.name)
+                self.reasons.append(f"{path.name}: {exc.reason}")
+                self.problems.append(exc)
                 continue
             self.produced += 1
             yield self.preprocess(image, self.hw)[0]
@@ -79,9 +88,7 @@ class FeedSource:
                 stream = self.image_stream((shape[2], shape[3]), meta.preprocess, self.samples)
                 readable = list(stream)
                 if not readable:
-                    raise GraphoptError(
-                        f"{self.data}: none of its images could be read ({len(stream.skipped)} unreadable)"
-                    )
+                    raise GraphoptError(none_readable(self.data, stream))
                 for i, feed in enumerate(feeds):
                     feed[entry["name"]] = readable[i % len(readable)]
             else:
@@ -89,6 +96,15 @@ class FeedSource:
                     feed[entry["name"]] = _random(rng, shape, entry["dtype"])
         kind = "real image(s)" if used_images else "seeded random input(s)"
         return Feeds(feeds, f"{self.samples} {kind}")
+
+
+def none_readable(data: Path | None, stream: ImageStream) -> str:
+    """The one line for "no image could be used", with the first reason (a single `--data huge.png` says
+    why it was refused)."""
+    if len(stream.problems) == 1 and (data is None or stream.problems[0].path == data):
+        return str(stream.problems[0])
+    first = f"; {stream.reasons[0]}" if stream.reasons else ""
+    return f"{data}: none of its images could be read ({len(stream.skipped)} unreadable{first})"
 
 
 def _is_image_input(entry: dict[str, Any]) -> bool:
@@ -107,6 +123,13 @@ def _concrete_shape(shape: list[int | str] | None, imgsz: tuple[int, int] | None
             dims.append((imgsz or (640, 640))[axis - 2])
         else:
             dims.append(1)
+    if len(dims) == 4 and dims[1] == 3 and (problem := input_size_problem(dims[2], dims[3])):
+        raise GraphoptError(f"model input {shape}: {problem}")
+    if int(np.prod(dims, dtype=np.float64)) > MAX_FEED_ELEMENTS:
+        raise GraphoptError(
+            f"model input {shape} has {float(np.prod(dims, dtype=np.float64)):.3g} elements, more than a "
+            f"made-up check input may have ({MAX_FEED_ELEMENTS:,}); its declared shape looks damaged"
+        )
     return dims
 
 

@@ -100,7 +100,7 @@ def evaluate(
     from tqdm import tqdm
 
     from runtime.detector import open_detector
-    from runtime.sources import read_image
+    from runtime.sources import ImageProblem, load_image
 
     ds = load_dataset(data)
     detector = open_detector(
@@ -129,9 +129,10 @@ def evaluate(
     skipped: list[str] = []
     timings: list[dict[str, float]] = []
     for image_id, item in enumerate(tqdm(ds.items, desc="eval", unit="img", disable=not progress or None)):
-        frame = read_image(item.path)
-        if frame is None:
-            skipped.append(item.path.name)
+        try:
+            frame = load_image(item.path)
+        except ImageProblem as exc:  # unreadable, or above the megapixel limit: skipped and counted
+            skipped.append(f"{item.path.name} ({exc.reason})")
             continue
         sizes[image_id] = frame.shape[:2]
         det = detector(frame)
@@ -147,9 +148,10 @@ def evaluate(
                 }
             )
     if not sizes:
-        raise GraphoptError(f"{data}: none of the {len(ds.items)} images could be read")
+        first = f" ({skipped[0]})" if skipped else ""
+        raise GraphoptError(f"{data}: none of the {len(ds.items)} images could be read{first}")
     if skipped:
-        problems.append(f"skipped {len(skipped)} unreadable image(s): {', '.join(skipped[:3])}")
+        problems.append(f"skipped {len(skipped)} unreadable image(s): {'; '.join(skipped[:3])}")
     gt = COCO()
     gt.dataset = _coco_gt(ds, sizes)
     with contextlib.redirect_stdout(io.StringIO()):

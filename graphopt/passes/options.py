@@ -1,8 +1,10 @@
 """Typed pass options: each pass declares a frozen dataclass once; values are checked on arrival.
 
 Fields carry their type (`bool`, `int`, `float`, `str`, `list[str]`, `Literal[...]` choices, and
-`X | None` where "unset" is a real state), their default, and a one-line help in
-`field(metadata={"help": ...})`. A class may add `check()` for ranges and cross-field rules. The
+`X | None` where "unset" is a real state), their default, a one-line help and, for numbers, their
+closed range (`option(100, "…", lo=1, hi=100_000)`): every option that sizes a tensor or a buffer has
+an upper bound, checked on arrival like the type. A class may add `check()` for open ranges and
+cross-field rules. The
 pipeline builds every step's options — defaults ← recipe ← `--set` — before the first pass runs,
 so a bad value in the last step fails before anything is done.
 """
@@ -48,6 +50,8 @@ def describe(cls: type[Options]) -> dict[str, dict[str, Any]]:
             "default": default,
             "type": _type_text(hint),
             "choices": list(_choices(hint) or []) or None,
+            "range": _range(f),
+            "interval": interval_text(f),
             "help": f.metadata.get("help", ""),
         }
     return out
@@ -63,12 +67,44 @@ def build(cls: type[Options], pass_name: str, values: dict[str, Any]) -> Options
             names = ", ".join(known) or "none"
             raise OptionError(f"pass '{pass_name}' has no option '{key}' (options: {names})")
         kwargs[key] = _coerce(raw, hints[key], f"{pass_name}.{key}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in kwargs.items():
+        bounds = _range(fields[key])
+        if bounds and value is not None and not _within(value, bounds, _open(fields[key])):
+            raise OptionError(f"option {pass_name}.{key} must be in {interval_text(fields[key])}; got {value!r}")
     options = cls(**kwargs)
     try:
         options.check()
     except OptionError as exc:
         raise OptionError(f"{pass_name}: {exc}") from None
     return options
+
+
+def _range(f: dataclasses.Field) -> list[float | int | None] | None:
+    lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+    return None if lo is None and hi is None else [lo, hi]
+
+
+def _open(f: dataclasses.Field) -> tuple[bool, bool]:
+    return bool(f.metadata.get("lo_open")), bool(f.metadata.get("hi_open"))
+
+
+def _within(value: float, bounds: list[float | int | None], is_open: tuple[bool, bool] = (False, False)) -> bool:
+    lo, hi = bounds
+    above = lo is None or (value > lo if is_open[0] else value >= lo)
+    below = hi is None or (value < hi if is_open[1] else value <= hi)
+    return above and below
+
+
+def interval_text(f: dataclasses.Field) -> str | None:
+    """An option's range as an interval: `[1, 100,000]`, `(0, 1]`; None when it has none."""
+    bounds = _range(f)
+    if bounds is None:
+        return None
+    lo, hi = ("-inf" if b is None and i == 0 else "inf" if b is None else f"{b:,}" if isinstance(b, int) else f"{b:g}"
+              for i, b in enumerate(bounds))  # fmt: skip
+    lo_open, hi_open = _open(f)
+    return f"{'(' if lo_open or bounds[0] is None else '['}{lo}, {hi}{')' if hi_open or bounds[1] is None else ']'}"
 
 
 def _optional(hint: Any) -> tuple[Any, bool]:
@@ -132,8 +168,26 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     raise OptionError(f"option {name}: unsupported option type {hint!r}")  # a pass declared a bad type
 
 
-def option(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - reads as field(help=…)
-    """A dataclass field with a default and a one-line help."""
+def option(
+    default: Any,
+    help: str,  # noqa: A002 - reads as field(help=…)
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    **kw: Any,
+) -> Any:
+    """A dataclass field with a default, a one-line help and, for a number, its range [lo, hi] (either
+    end optional, either end open with lo_open / hi_open); `build` refuses a value outside it, naming
+    the option and the interval."""
+    number = isinstance(default, (int, float)) and not isinstance(default, bool)
+    if lo is not None or hi is not None:
+        if not (number or default is None):
+            raise TypeError("lo/hi are for int and float options")
+        if number and not _within(default, [lo, hi], (lo_open, hi_open)):
+            raise TypeError(f"default {default} is outside its range")
+    metadata = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
     if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata, **kw)
+    return dataclasses.field(default=default, metadata=metadata, **kw)

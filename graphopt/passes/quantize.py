@@ -27,7 +27,7 @@ from graphopt.core.errors import GraphoptError
 from graphopt.core.graph import name_unnamed_nodes, shape_computation_nodes
 from graphopt.core.head import FEATURE_OPS, find_head_tail
 from graphopt.eval.head_error import head_error
-from graphopt.passes.options import OptionError, Options, option
+from graphopt.passes.options import Options, option
 from graphopt.passes.registry import PassContext, PassResult, register
 from graphopt.quantize import ort as q
 from graphopt.quantize import sensitivity as sens
@@ -40,25 +40,21 @@ class QuantizeOptions(Options):
     mode: Literal["static", "dynamic"] = option("static", "dynamic: int8 weights, activations at run time")
     target: Literal["arm", "x86"] | None = option(None, "arm: S8S8 (Pi 5); x86: U8S8 [the recipe's, else arm]")
     calibration: Literal["minmax", "percentile", "entropy"] = option("percentile", "activation range method")
-    percentile: float = option(99.999, "for calibration=percentile")
-    samples: int = option(64, "calibration images (unreadable ones are skipped and counted)")
+    percentile: float = option(99.999, "for calibration=percentile", lo=0, hi=100, lo_open=True)
+    # calibration streams (memory does not grow with samples); the bound is on time
+    samples: int = option(64, "calibration images (unreadable ones are skipped and counted)", lo=1, hi=100_000)
     per_channel: bool = option(True, "per-channel weight scales")
     exclude_head: bool = option(True, "keep the head's post-processing tail float")
     float_output_convs: bool = option(True, "keep the head's output convs float as well")
     exclude: list[str] = option([], "more node names to keep float")
     sensitivity: bool = option(False, "measure every layer's SQNR loss (implied by budget); table in --report")
-    sensitivity_samples: int = option(4, "images the sensitivity and the score-error budget run on")
-    budget: float | None = option(
-        None, "max loss: mAP50-95 points (labeled data.yaml), else score-error points; none: off"
+    # every intermediate tensor of each of these images is held at once (onnxruntime's qdq_loss_debug)
+    sensitivity_samples: int = option(
+        4, "images the sensitivity and the score-error budget run on", lo=1, hi=64
     )
-
-    def check(self) -> None:
-        if not 0 < self.percentile <= 100:
-            raise OptionError(f"percentile must be in (0, 100], got {self.percentile}")
-        if self.samples < 1 or self.sensitivity_samples < 1:
-            raise OptionError("samples and sensitivity_samples must be at least 1")
-        if self.budget is not None and self.budget < 0:
-            raise OptionError(f"budget must be ≥ 0 points (none: off), got {self.budget}")
+    budget: float | None = option(
+        None, "max loss: mAP50-95 points (labeled data.yaml), else score-error points; none: off", lo=0, hi=100
+    )
 
 
 def _needs(options: QuantizeOptions) -> tuple[str, ...]:
@@ -163,7 +159,7 @@ def _static(
         except ValueError:
             if reader.used:
                 raise
-        q.require_images(reader.used, stream.skipped, opts.samples)
+        q.require_images(reader.used, stream.reasons, opts.samples)
         details.update(calibration_images=reader.used, unreadable_images=stream.skipped)
         notes = [
             f"{opts.calibration} calibration on {reader.used} image(s)"

@@ -224,9 +224,10 @@ def dynamic_quantize(model: onnx.ModelProto, exclude: list[str], per_channel: bo
 
 
 def require_images(count: int, skipped: list[str], wanted: int) -> None:
+    """`skipped`: each unreadable image with its reason ("x.png: not a readable image")."""
     if count == 0:
         raise GraphoptError(
-            f"quantize: no usable calibration image ({len(skipped)} unreadable: {', '.join(skipped[:3])})"
+            f"quantize: no usable calibration image ({len(skipped)} unreadable: {'; '.join(skipped[:3])})"
         )
     if count < wanted and count < 8:
         raise GraphoptError(
