@@ -159,7 +159,8 @@ def test_compile_refuses_an_opset_from_the_future_before_the_first_stage(demo: P
 
 def test_compile_options_check_is_what_the_compiler_runs(demo: Path, tmp_path: Path) -> None:
     """The checks live on CompileOptions (the CLI only calls them): a Python caller gets them too."""
-    from graphopt.compile.compiler import TARGETS, CompileOptions, Compiler
+    from graphopt.compile.compiler import CompileOptions, Compiler
+    from graphopt.compile.targets import TARGETS
     from graphopt.core.errors import GraphoptError
 
     opts = CompileOptions(

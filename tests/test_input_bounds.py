@@ -50,6 +50,7 @@ activation=linear
 [yolo]
 mask=0,1,2
 anchors={anchors}
+num=3
 classes=1
 """
 ANCHORS = "10,13, 16,30, 33,23"
@@ -78,9 +79,9 @@ def test_the_tiny_darknet_model_exports(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ({"w": 100000, "h": 100000}, "[net] input size 100000x100000 is outside 1..4096"),
-        ({"w": 0}, "[net] input size 64x0 is outside 1..4096"),  # was ZeroDivisionError, exit 3
-        ({"anchors": "10,13, 16,30, 33"}, "[yolo] anchors needs w,h pairs; got 5 number(s)"),  # was reshape
+        ({"w": 100000, "h": 100000}, "[net] height=100000: the input side must be 1..4096 pixels"),
+        ({"w": 0}, "[net] width=0: the input side must be 1..4096 pixels"),  # was ZeroDivisionError, exit 3
+        ({"anchors": "10,13, 16,30, 33"}, "[yolo] anchors= holds 5 numbers: anchors are w,h pairs"),  # was reshape
     ],
 )
 def test_darknet_net_and_yolo_values_are_bounded(tmp_path: Path, edit: dict, message: str) -> None:

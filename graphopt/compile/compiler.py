@@ -329,9 +329,9 @@ class Compiler:
             }
             self.judged_by = "on this host"
         elif t.host_is_target_kind():
-            self.judged_by = "(this host is emulated: its clock does not judge the Pi's speed)"
+            self.judged_by = "this host is emulated: its kernels are the target's, its clock is not"
         else:
-            self.judged_by = f"(this {host_arch()} host's clock does not judge the {t.device}'s speed)"
+            self.judged_by = f"this {host_arch()} host's clock does not judge the {t.device}'s speed"
         chain = [
             Candidate(s.name, s.parent, s.lossy, None if s.accuracy is None else s.accuracy["map50_95"])
             for s in self.stages
@@ -521,10 +521,15 @@ class Compiler:
 
 
 def _latency_note(t: Target) -> str:
+    artifact = "ncnn" if t.backend == "ncnn" else "model.onnx"
+    why = (
+        "this host is emulated (its kernels are the target's, its clock is not)"
+        if t.host_is_target_kind()
+        else f"{t.host_label()} is not one"
+    )
     return (
-        f"latency on the {t.device} was not measured: {t.host_label()} is not one, so its times (host_latency_ms) "
-        "are this host's reference, not the Pi's; on the Pi: graphopt bench DIR/"
-        + ("ncnn" if t.backend == "ncnn" else "model.onnx")
+        f"latency on the {t.device} was not measured: {why}, so its times (host_latency_ms) are this "
+        f"host's reference, not the target's; on the device: graphopt bench DIR/{artifact}"
     )
 
 

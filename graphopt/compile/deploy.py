@@ -81,7 +81,7 @@ def decide(
         if keep_lossy:
             ok, reason = True, "--keep-lossy"
         elif speed is None:
-            ok, reason = True, f"deployed by the target's rule: {judged_by}"
+            ok, reason = True, f"deployed by the target's rule — {judged_by}"
         elif speed < MIN_GAIN:
             ok, reason = False, f"{speed:.2f}× of {c.parent} {judged_by} — deployed {c.parent}"
         elif over_budget:

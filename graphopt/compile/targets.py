@@ -62,9 +62,12 @@ class Target:
         """The command that measures an artifact with the target's kernels, for a report to name."""
         data_arg = f" --data {data}" if data else " --data DATA_YAML"
         backend = " --backend ncnn" if self.backend == "ncnn" else ""
+        on_device = f"on the device: graphopt eval {artifact}{data_arg}{backend}"
+        if self.arch != "arm" or host_arch() == "arm":  # emulated already, or no emulation to offer
+            return on_device
         return (
-            f"on the Pi: graphopt eval {artifact}{data_arg}{backend}; on this host, the Pi's kernels under "
-            f"emulation: benchmarks/arm64/run graphopt eval {artifact}{data_arg}{backend}"
+            f"{on_device}; on this host, the Pi's kernels under emulation: "
+            f"benchmarks/arm64/run graphopt eval {artifact}{data_arg}{backend}"
         )
 
 
