@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,14 @@ def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
+def emit(result: Any, as_json: bool, table: Callable[[], None]) -> None:
+    """Every command's one output: the result as JSON (its `as_dict()` when it has one), or its table."""
+    if as_json:
+        _echo_json(result.as_dict() if hasattr(result, "as_dict") else result)
+    else:
+        table()
+
+
 def _note_inputs(*paths: str | Path | None) -> None:
     from runtime.files import note_input
 
@@ -103,10 +112,7 @@ def inspect(model: str, as_json: bool) -> None:
     from graphopt.report import print_inspect
 
     summary = summarize(load_model(model))
-    if as_json:
-        _echo_json(summary)
-    else:
-        print_inspect(model, summary)
+    emit(summary, as_json, lambda: print_inspect(model, summary))
 
 
 @cli.command()
@@ -123,10 +129,7 @@ def diff(a: str, b: str, as_json: bool) -> None:
     result = diff_summaries(
         summarize(load_model(a)), summarize(load_model(b)), os.path.getsize(a), os.path.getsize(b)
     )
-    if as_json:
-        _echo_json(result)
-    else:
-        print_diff(result, a, b)
+    emit(result, as_json, lambda: print_diff(result, a, b))
 
 
 @cli.command()
@@ -140,7 +143,7 @@ def diff(a: str, b: str, as_json: bool) -> None:
 def check(model: str, golden: str, update: bool, allow_decrease: bool, as_json: bool) -> int:
     """Check MODEL against a golden snapshot; exit 1 on regression."""
     from graphopt.core.model import load_model, summarize
-    from graphopt.eval.golden import compare_golden, read_golden, snapshot, write_golden
+    from graphopt.eval.golden import GoldenCheck, compare_golden, read_golden, snapshot, write_golden
     from graphopt.report import print_check
 
     snap = snapshot(summarize(load_model(model)))
@@ -148,24 +151,16 @@ def check(model: str, golden: str, update: bool, allow_decrease: bool, as_json: 
     if update:
         _check_outputs(("golden file", golden_path))
         write_golden(golden_path, snap)
-        if as_json:
-            _echo_json({"ok": True, "model": model, "golden": golden, "updated": True, "differences": []})
-        else:
-            click.echo(f"wrote {golden_path} ({sum(snap['ops'].values())} nodes, {snap['params']:,} params)")
+        updated = GoldenCheck(model, golden, [], updated=True)
+        emit(
+            updated,
+            as_json,
+            lambda: click.echo(f"wrote {golden_path} ({sum(snap['ops'].values())} nodes, {snap['params']:,} params)"),
+        )
         return 0
-    diffs = compare_golden(snap, read_golden(golden_path), allow_decrease)
-    result = {
-        "ok": all(d["allowed"] for d in diffs),
-        "model": model,
-        "golden": golden,
-        "updated": False,
-        "differences": diffs,
-    }
-    if as_json:
-        _echo_json(result)
-    else:
-        print_check(result)
-    return 0 if result["ok"] else EXIT_REGRESSION
+    result = GoldenCheck(model, golden, compare_golden(snap, read_golden(golden_path), allow_decrease))
+    emit(result, as_json, lambda: print_check(result))
+    return 0 if result.ok else EXIT_REGRESSION
 
 
 @cli.command()
@@ -210,7 +205,7 @@ def optimize(
     """Run passes (or a recipe) over IN and write OUT; lossless passes are verified numerically."""
     from graphopt.core.model import check_opset, diff_summaries, load_model, same_file, save_model, summarize
     from graphopt.data.feeds import FeedSource
-    from graphopt.passes.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, Pipeline, parse_overrides
+    from graphopt.passes.pipeline import DEFAULT_ATOL, DEFAULT_RTOL, OptimizeReport, Pipeline, parse_overrides
     from graphopt.report import print_pipeline
     from runtime.files import commit_together
 
@@ -236,25 +231,17 @@ def optimize(
     # checked against every input, before any pass runs
     _check_outputs(("output model", output), ("report", report_path))
     result = pipeline.run(model)
-    report = result.as_dict() | {
-        "input": input_model,
-        "output": output,
-        "before": summarize(model),
-        "after": summarize(result.model),
-    }
-    for key in ("before", "after"):
-        report[key].pop("metadata")
+    before, after = summarize(model), summarize(result.model)
+    for s in (before, after):
+        s.pop("metadata")
     with commit_together():  # the model and its report, or neither
         save_model(result.model, output, input_path=input_model)
+        done = OptimizeReport(result, input_model, output, before, after, {})
         if report_path:
-            write_json(report_path, report, "report")
-    diff_result = diff_summaries(
-        report["before"], report["after"], os.path.getsize(input_model), os.path.getsize(output)
-    )
-    if as_json:
-        _echo_json(report | {"diff": diff_result})
-    else:
-        print_pipeline(report, diff_result, Path(input_model).name, Path(output).name)
+            write_json(report_path, done.report(), "report")
+    done.diff = diff_summaries(before, after, os.path.getsize(input_model), os.path.getsize(output))
+    emit(done, as_json, lambda: print_pipeline(done, Path(input_model).name, Path(output).name))
+    if not as_json:
         click.echo(f"wrote {output}")
 
 
@@ -340,10 +327,7 @@ def export(
             image=image,
             letterbox=letterbox,
         )
-        if as_json:
-            _echo_json(result)
-        else:
-            print_export(result)
+        emit(result, as_json, lambda: print_export(result))
         return
     if darknet_weights or names_file or letterbox is not None:
         raise GraphoptError(
@@ -361,10 +345,7 @@ def export(
     report = export_checkpoint(
         checkpoint, out, imgsz=640 if size is None else size, opset=opset, repo=repo, trust=trust, image=image
     )
-    if as_json:
-        _echo_json(report.as_dict())
-    else:
-        print_export(report.as_dict())
+    emit(report.as_dict(), as_json, lambda: print_export(report.as_dict()))
 
 
 @cli.command("eval")
@@ -398,15 +379,11 @@ def eval_command(
     if plots_dir and Path(plots_dir).exists() and not Path(plots_dir).is_dir():
         raise GraphoptError(f"{plots_dir}: --plots takes a folder, and this is a file")
     evaluated = evaluate(model, data, backend=backend, imgsz=imgsz, threads=threads)
-    result = evaluated.as_dict()
     if plots_dir:
         from graphopt.eval.plots import write_plots
 
-        result["plots"] = [str(p) for p in write_plots(evaluated, Path(plots_dir))]
-    if as_json:
-        _echo_json(result)
-    else:
-        print_eval(result, per_class=bool(plots_dir))
+        evaluated.plots = [str(p) for p in write_plots(evaluated, Path(plots_dir))]
+    emit(evaluated, as_json, lambda: print_eval(evaluated, per_class=bool(plots_dir)))
 
 
 @cli.command()
@@ -437,10 +414,7 @@ def bench(
     from runtime.bench import run_bench
 
     result = run_bench(model, backend=backend, threads=threads, runs=runs, warmup=warmup, image=image)
-    if as_json:
-        _echo_json(result)
-    else:
-        print_bench(result)
+    emit(result, as_json, lambda: print_bench(result))
 
 
 @cli.command()
@@ -483,10 +457,7 @@ def detect(
         max_frames=max_frames,
         collect=as_json,
     )
-    if as_json:
-        _echo_json(result)
-    else:
-        print_detect(result)
+    emit(result, as_json, lambda: print_detect(result))
 
 
 @cli.command("compile")
@@ -574,10 +545,7 @@ def compile_command(
         report = run_search(opts, budget if budget is not None else 1.0)
     else:
         report = compiler.Compiler(opts).run()
-    if as_json:
-        _echo_json(report.as_dict())
-    else:
-        print_compile(report)
+    emit(report, as_json, lambda: print_compile(report))
 
 
 @cli.command()
@@ -618,11 +586,8 @@ def list_passes(as_json: bool) -> None:
     from graphopt.passes import all_passes
     from graphopt.report import print_passes
 
-    passes = [spec.describe() for spec in all_passes()]
-    if as_json:
-        _echo_json(passes)
-    else:
-        print_passes(passes)
+    specs = all_passes()
+    emit([spec.describe() for spec in specs], as_json, lambda: print_passes(specs))
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from graphopt.compile.results import CompileReport, SearchReport
+
+if TYPE_CHECKING:
+    from graphopt.eval.evaluate import EvalResult
+    from graphopt.eval.golden import GoldenCheck
+    from graphopt.passes.pipeline import OptimizeReport
+    from graphopt.passes.registry import PassSpec
 
 
 def console() -> Console:
@@ -89,8 +95,9 @@ def print_diff(diff: dict[str, Any], a: str, b: str) -> None:
     console().print(table)
 
 
-def print_pipeline(report: dict[str, Any], diff: dict[str, Any], a: str, b: str) -> None:
+def print_pipeline(done: OptimizeReport, a: str, b: str) -> None:
     out = console()
+    report, diff = done.report(), done.diff
     table = Table(title="passes", title_justify="left")
     for col, justify in (
         ("pass", "left"),
@@ -140,8 +147,9 @@ def _check_text(v: dict[str, Any] | None) -> str:
     return text
 
 
-def print_check(result: dict[str, Any]) -> None:
+def print_check(checked: GoldenCheck) -> None:
     out = console()
+    result = checked.as_dict()
     if result["ok"]:
         allowed = [d for d in result["differences"] if d["allowed"]]
         out.print(
@@ -159,7 +167,8 @@ def print_check(result: dict[str, Any]) -> None:
     out.print(table)
 
 
-def print_passes(passes: list[dict[str, Any]]) -> None:
+def print_passes(specs: list[PassSpec]) -> None:
+    passes = [s.describe() for s in specs]
     table = Table()
     for col in ("pass", "kind", "description", "options"):
         table.add_column(col)
@@ -238,8 +247,9 @@ def _health(r: dict[str, Any]) -> str:
     return f"CPU temperature {temp}; throttled: {throttle}"
 
 
-def print_eval(r: dict[str, Any], per_class: bool = False) -> None:
+def print_eval(evaluated: EvalResult, per_class: bool = False) -> None:
     out = console()
+    r = evaluated.as_dict()
     table = Table(
         title=f"{r['model']} on {r['data']} ({r['backend']}, {r['imgsz'][0]}x{r['imgsz'][1]}"
         + (f", {r['preprocess']})" if r.get("preprocess") else ")"),

@@ -41,8 +41,10 @@ class EvalResult:
     per_class: list[dict[str, Any]] = field(default_factory=list)  # name, instances, ap50, ap50_95
     pr_curve: dict[str, list[float]] = field(default_factory=dict)  # IoU 0.5, mean over classes
     timing_ms: dict[str, float] = field(default_factory=dict)  # mean per image: pre, infer, post
+    plots: list[str] | None = None  # files `eval --plots` wrote
 
     def as_dict(self) -> dict[str, Any]:
+        extra = {} if self.plots is None else {"plots": self.plots}
         return {
             "map50": self.map50,
             "map50_95": self.map50_95,
@@ -57,7 +59,7 @@ class EvalResult:
             "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
             "per_class": self.per_class,
             **self.settings,
-        }
+        } | extra
 
 
 def _coco_gt(ds: Dataset, sizes: dict[int, tuple[int, int]]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,29 @@ def compare_golden(
                 }
             )
     return diffs
+
+
+@dataclass
+class GoldenCheck:
+    """A model against its golden snapshot: ok unless a difference is not allowed."""
+
+    model: str
+    golden: str
+    differences: list[dict[str, Any]]
+    updated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(d["allowed"] for d in self.differences)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "model": self.model,
+            "golden": self.golden,
+            "updated": self.updated,
+            "differences": self.differences,
+        }
 
 
 def _io_text(entries: list[tuple[str, Any, str]]) -> str:

@@ -99,6 +99,30 @@ class PipelineResult:
         return {"passes": [r.as_dict() for r in self.reports], "verification_inputs": self.feeds}
 
 
+@dataclass
+class OptimizeReport:
+    """`graphopt optimize`'s result: the passes' reports and the model before and after them."""
+
+    result: PipelineResult
+    input: str
+    output: str
+    before: dict[str, Any]  # graphopt.core.model.summarize without its metadata
+    after: dict[str, Any]
+    diff: dict[str, Any]  # graphopt.core.model.diff_summaries of before and after (and file sizes)
+
+    def report(self) -> dict[str, Any]:
+        """What --report writes."""
+        return self.result.as_dict() | {
+            "input": self.input,
+            "output": self.output,
+            "before": self.before,
+            "after": self.after,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.report() | {"diff": self.diff}
+
+
 # --- options ---------------------------------------------------------------------------------------
 
 
