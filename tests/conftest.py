@@ -1,18 +1,19 @@
 """Fixtures. Shared helpers and constants live in tests/helpers.py.
 
-Markers: `real` (needs ../shared: checkpoints, COCO128, upstream repos), `torch` (needs PyTorch),
-`slow` (minutes). Modules named test_real_* are real; tests using torch are marked by
+Markers (registered in pyproject.toml): `real` (needs ../shared: checkpoints, COCO128, upstream repos)
+and `slow` (minutes). Modules named test_real_* are real; tests that need PyTorch skip through
 `pytest.importorskip("torch")` in their module, so `pytest -m "not real"` runs without torch.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import onnx
 import pytest
 
-from tests.helpers import COCO128, FIXTURES, VERIFY_IMAGE, YOLOV5N, YOLOV9T, need_shared
+from tests.helpers import COCO128, FIXTURES, VERIFY_IMAGE, YOLOV5N, YOLOV9T, export_in_child, need_shared
 from tools.make_demo_model import build_demo_model
 from tools.make_test_fixtures import fixture_name
 
@@ -21,6 +22,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.module is not None and item.module.__name__.split(".")[-1].startswith("test_real_"):
             item.add_marker(pytest.mark.real)
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """With GRAPHOPT_TEST_RSS_LOG=FILE, append each test's worker RSS and peak (MiB) to FILE: what grows."""
+    log = os.environ.get("GRAPHOPT_TEST_RSS_LOG")
+    if not log:
+        return
+    with open("/proc/self/status") as f:
+        status = {k: v.split()[0] for k, v in (line.split(":", 1) for line in f)}
+    with open(log, "a") as f:
+        f.write(f"{int(status['VmRSS']) // 1024}\t{int(status['VmHWM']) // 1024}\t{os.getpid()}\t{item.nodeid}\n")
 
 
 @pytest.fixture(autouse=True)
@@ -38,9 +50,16 @@ def coco128() -> Path:
 
 @pytest.fixture
 def demo_model(tmp_path: Path) -> Path:
+    """The tiny demo detector (tools/make_demo_model.py), written fresh for each test."""
     path = tmp_path / "demo.onnx"
     onnx.save_model(build_demo_model(), str(path))
     return path
+
+
+@pytest.fixture
+def demo(demo_model: Path) -> Path:
+    """The demo model, under the short name the CLI-behaviour tests use."""
+    return demo_model
 
 
 @pytest.fixture
@@ -60,14 +79,12 @@ def record_torch_load(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 
 def _export_real(checkpoint: Path, factory: pytest.TempPathFactory) -> Path:
-    """The frontend's export of a real checkpoint, verified on a real image."""
+    """The frontend's export of a real checkpoint, verified on a real image (in a child process: the
+    session keeps the ONNX, not torch's memory)."""
     pytest.importorskip("torch")
-    from frontends import export
-
     need_shared(checkpoint)
     out = factory.mktemp(checkpoint.stem) / f"{checkpoint.stem}.onnx"
-    export(checkpoint, out, image=need_shared(VERIFY_IMAGE))
-    return out
+    return export_in_child(checkpoint, out, image=need_shared(VERIFY_IMAGE))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ COCO128 = SHARED / "data" / "coco128"
 YOLOV5N = SHARED / "models" / "yolov5n-coco.pt"
 YOLOV9T = SHARED / "models" / "yolov9t-ball.pt"
 VERIFY_IMAGE = COCO128 / "images" / "train2017" / "000000000368.jpg"
-FIXTURES = REPO / "tests" / "data"  # small checked-in ONNX models (tools/make_test_fixtures.py)
+FIXTURES = REPO / "tests" / "fixtures"  # small checked-in ONNX models (tools/make_test_fixtures.py)
 ZOO_IMGSZ = 128
 
 
@@ -63,6 +63,21 @@ def run_cli(*args: object) -> CliResult:
             code = exc.code if isinstance(exc.code, int) else 1
     sys.stdout.flush()
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def one_error_line(r: CliResult, code: int = 2) -> str:
+    """A user's mistake: exit `code`, and stderr is exactly one `error:` line that is not an internal error."""
+    lines = r.err.strip().splitlines()
+    assert r.code == code and len(lines) == 1 and lines[0].startswith("error: "), (r.code, r.err)
+    assert "internal error" not in lines[0]
+    return lines[0]
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every regular file under `folder`: equal before and after means nothing was written."""
+    return {
+        str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()
+    }
 
 
 def write_images(folder: Path, count: int, bad: int = 0) -> Path:
@@ -131,6 +146,7 @@ def write_darknet_weights(path: Path, cfg_text: str, seed: int = 0) -> Path:
             else:  # bn_beta, bn_mean, bias
                 values = rng.uniform(-0.1, 0.1, block.size)
             f.write(values.astype("<f4").tobytes())
+    return path
 
 
 @dataclass
@@ -168,6 +184,42 @@ def run_cli_child(*args: object, tmp: Path, timeout: float = 300) -> ChildResult
     finally:
         peak.unlink(missing_ok=True)
     return ChildResult(proc.returncode, proc.stdout, proc.stderr, kib / 1024)
+
+
+_EXPORT_CHILD = """
+import json, sys
+sys.path.insert(0, {repo!r})
+from frontends import export
+for kwargs in json.loads(sys.argv[1]):
+    if isinstance(kwargs.get("imgsz"), list):
+        kwargs["imgsz"] = tuple(kwargs["imgsz"])
+    export(kwargs.pop("model"), kwargs.pop("out"), **kwargs)
+"""
+
+
+def export_in_child(model: Path, out: Path, timeout: float = 900, **kwargs: object) -> Path:
+    """`frontends.export(model, out, **kwargs)` in a fresh interpreter: torch and the traced model leave
+    with it, so a test (and the worker running it) keeps only the ONNX it then loads."""
+    return exports_in_child([(model, out, kwargs)], timeout)[0]
+
+
+def exports_in_child(jobs: list[tuple[Path, Path, dict[str, object]]], timeout: float = 900) -> list[Path]:
+    """Several exports in one fresh interpreter (torch is imported once)."""
+    import json
+    import subprocess
+
+    args = [
+        {"model": str(model), "out": str(out)} | {k: str(v) if isinstance(v, Path) else v for k, v in kw.items()}
+        for model, out, kw in jobs
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXPORT_CHILD.format(repo=str(REPO)), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [out for _, out, _ in jobs]
 
 
 def write_png_claiming(path: Path, width: int, height: int) -> Path:

@@ -1,6 +1,6 @@
 """Write the small ONNX fixtures the torch-free tests use: the reference zoo exported at 128 px.
 
-    python tools/make_test_fixtures.py [--out tests/data]
+    python tools/make_test_fixtures.py [--out tests/fixtures]
 
 The zoo's models have fixed random weights and BN statistics (frontends/zoo), so a rerun writes the
 same graphs; `tests/test_zoo_export.py` checks that the committed files still match a fresh export.

@@ -1,6 +1,6 @@
 """Regenerate the golden op-count snapshots in tests/golden/ after an intended change.
 
-    python tools/update_golden.py            # zoo fixtures (tests/data) × simplify, lossless
+    python tools/update_golden.py            # zoo fixtures (tests/fixtures) × simplify, lossless
     python tools/update_golden.py --real     # also the real checkpoints in ../shared (needs torch)
 
 Each snapshot is written by `graphopt check MODEL --golden FILE --update` on the recipe's output,

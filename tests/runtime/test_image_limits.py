@@ -17,30 +17,21 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.helpers import ChildResult, run_cli, run_cli_child, write_dataset, write_png_claiming
-from tools.make_demo_model import build_demo_model
+from tests.helpers import (
+    one_error_line,
+    run_cli,
+    run_cli_child,
+    write_dataset,
+    write_png_claiming,
+)
 
 PEAK_MIB = 1024  # acceptance: each command on the 20000 × 20000 PNG stays under 1 GB (decoding it: 2.4 GB)
 LIMIT_TEXT = "20000x20000 (400 MP) is above the 100 MP image limit"
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Path:
-    path = tmp_path / "demo.onnx"
-    onnx.save_model(build_demo_model(), str(path))
-    return path
-
-
-@pytest.fixture
 def huge(tmp_path: Path) -> Path:
     return write_png_claiming(tmp_path / "huge.png", 20000, 20000)
-
-
-def _one_error_line(r: ChildResult, code: int = 2) -> str:
-    lines = r.err.strip().splitlines()
-    assert r.code == code and len(lines) == 1 and lines[0].startswith("error: "), (r.code, r.err)
-    assert "internal error" not in lines[0]
-    return lines[0]
 
 
 def _files(folder: Path) -> set[str]:
@@ -72,7 +63,7 @@ def test_a_huge_image_is_refused_with_one_line_in_bounded_memory(
     before = _files(tmp_path)
     args = [a.format(model=demo, huge=huge, tmp=tmp_path) for a in command]
     r = run_cli_child(*args, tmp=tmp_path)
-    assert LIMIT_TEXT in _one_error_line(r)
+    assert LIMIT_TEXT in one_error_line(r)
     assert r.peak_mib < PEAK_MIB, r.peak_mib
     assert _files(tmp_path) == before  # no output, no temp file, no --save folder left
 
@@ -88,7 +79,7 @@ def test_export_refuses_a_huge_verification_image_before_loading_the_checkpoint(
     r = run_cli_child(
         "export", ckpt, "-o", tmp_path / "e.onnx", "--imgsz", "128", "--data", huge, tmp=tmp_path
     )
-    assert LIMIT_TEXT in _one_error_line(r)
+    assert LIMIT_TEXT in one_error_line(r)
     assert r.peak_mib < PEAK_MIB, r.peak_mib
     assert not (tmp_path / "e.onnx").exists()
 
@@ -133,7 +124,7 @@ def test_a_format_without_a_header_reader_meets_opencvs_own_limit(demo: Path, tm
     hdr = tmp_path / "big.hdr"
     hdr.write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 20000 +X 20000\n" + bytes(1000))
     r = run_cli_child("bench", demo, "--image", hdr, "--runs", "1", tmp=tmp_path)
-    assert "above OpenCV's image size limit" in _one_error_line(r)
+    assert "above OpenCV's image size limit" in one_error_line(r)
     assert r.peak_mib < PEAK_MIB, r.peak_mib
 
 
@@ -152,14 +143,14 @@ def test_libjpeg_says_nothing_on_the_terminal(demo: Path, tmp_path: Path) -> Non
     assert r.code == 0 and r.err == "", r.err
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(3))
-    line = _one_error_line(run_cli_child("bench", demo, "--image", broken, tmp=tmp_path))
+    line = one_error_line(run_cli_child("bench", demo, "--image", broken, tmp=tmp_path))
     assert "unreadable image (Premature end of JPEG file)" in line  # libjpeg's words, in our line
 
 
 def test_ffmpeg_says_nothing_on_the_terminal(demo: Path, tmp_path: Path) -> None:
     clip = tmp_path / "broken.mp4"
     clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(5000))
-    line = _one_error_line(run_cli_child("detect", demo, clip, tmp=tmp_path))
+    line = one_error_line(run_cli_child("detect", demo, clip, tmp=tmp_path))
     assert "cannot open as an image or a video (moov atom not found)" in line
 
 
@@ -175,7 +166,7 @@ def test_onnxruntime_says_nothing_on_the_terminal(tmp_path: Path) -> None:
     )
     model = tmp_path / "bad.onnx"
     onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
-    line = _one_error_line(run_cli_child("bench", model, "--runs", "1", tmp=tmp_path))
+    line = one_error_line(run_cli_child("bench", model, "--runs", "1", tmp=tmp_path))
     assert "onnxruntime cannot run the model" in line and "\x1b[" not in line
 
 

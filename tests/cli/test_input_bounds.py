@@ -19,17 +19,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.helpers import run_cli, run_cli_child, write_dataset, write_images
+from tests.helpers import one_error_line, run_cli, run_cli_child, write_dataset, write_images
 from tools.make_demo_model import build_demo_model
 
 PEAK_MIB = 1024
-
-
-def _one_error_line(r: object, code: int = 2) -> str:
-    lines = r.err.strip().splitlines()
-    assert r.code == code and len(lines) == 1 and lines[0].startswith("error: "), (r.code, r.err)
-    assert "internal error" not in lines[0]
-    return lines[0]
 
 
 # --- problem 3: Darknet [net] and [yolo] --------------------------------------------------------------
@@ -87,7 +80,7 @@ def test_the_tiny_darknet_model_exports(tmp_path: Path) -> None:
 def test_darknet_net_and_yolo_values_are_bounded(tmp_path: Path, edit: dict, message: str) -> None:
     cfg, weights = _darknet(tmp_path, **edit)
     r = run_cli_child("export", cfg, "--weights", weights, "-o", tmp_path / "o.onnx", tmp=tmp_path)
-    assert message in _one_error_line(r)
+    assert message in one_error_line(r)
     assert r.peak_mib < PEAK_MIB, r.peak_mib
     assert not (tmp_path / "o.onnx").exists()
 
@@ -97,7 +90,7 @@ def test_darknet_imgsz_override_is_bounded(tmp_path: Path) -> None:
     r = run_cli_child(
         "export", cfg, "--weights", weights, "-o", tmp_path / "o.onnx", "--imgsz", "60000", tmp=tmp_path
     )
-    assert "--imgsz: input size 60000x60000 is outside 1..4096" in _one_error_line(r)
+    assert "--imgsz: input size 60000x60000 is outside 1..4096" in one_error_line(r)
     assert r.peak_mib < PEAK_MIB and not (tmp_path / "o.onnx").exists()
 
 
@@ -116,7 +109,7 @@ def test_export_imgsz_is_range_checked_before_the_checkpoint_loads(
 
     ckpt = save_as_repo_checkpoint(yolov5_tiny(), tmp_path / "repo", tmp_path / "v5.pt")
     r = run_cli_child("export", ckpt, "-o", tmp_path / "o.onnx", "--imgsz", imgsz, tmp=tmp_path)
-    assert f"--imgsz: input size {shown} is outside 1..4096" in _one_error_line(r)  # 0 is not 640
+    assert f"--imgsz: input size {shown} is outside 1..4096" in one_error_line(r)  # 0 is not 640
     assert r.peak_mib < PEAK_MIB, r.peak_mib  # 100000 asked torch for 120 GB
     assert not (tmp_path / "o.onnx").exists()
 
@@ -154,7 +147,7 @@ def test_images_run_on_float16_inputs_and_integer_inputs_say_why_not(tmp_path: P
     assert run_cli("detect", fp16, images).code == 0
     assert run_cli("bench", fp16, "--runs", "1", "--image", next(images.iterdir())).code == 0
     uint8 = _with_input_dtype(tmp_path, TensorProto.UINT8, "uint8")
-    line = _one_error_line(run_cli("detect", uint8, images))
+    line = one_error_line(run_cli("detect", uint8, images))
     assert "the model's input is uint8" in line and "bench without --image" in line
 
 
@@ -190,7 +183,7 @@ def test_absurd_imgsz_metadata_is_malformed_metadata(tmp_path: Path, command: st
         "eval": ["--data", write_dataset(tmp_path / "ds", 2)],
     }[command]
     r = run_cli_child(command, model, *args, tmp=tmp_path)
-    line = _one_error_line(r)
+    line = one_error_line(r)
     assert "'graphopt.imgsz' is malformed (input size 1000000x1000000 is outside 1..4096" in line
     assert r.peak_mib < PEAK_MIB, r.peak_mib  # OpenCV tried to allocate 2.25 TB
 
@@ -210,11 +203,11 @@ def test_a_declared_input_shape_and_eval_imgsz_are_bounded(tmp_path: Path) -> No
     r = run_cli_child("bench", path, "--runs", "1", tmp=tmp_path)
     assert (
         "input size 60000x60000 is outside 1..4096 pixels a side (from the model's input shape)"
-        in _one_error_line(r)
+        in one_error_line(r)
     )
     assert r.peak_mib < PEAK_MIB
     dynamic = _dynamic_with_imgsz(tmp_path, "[64, 64]")
-    line = _one_error_line(
+    line = one_error_line(
         run_cli("eval", dynamic, "--data", write_dataset(tmp_path / "ds", 2), "--imgsz", "50000")
     )
     assert "input size 50000x50000 is outside 1..4096" in line
@@ -228,7 +221,7 @@ def test_fuse_nms_max_det_is_bounded_before_any_pass_runs(tmp_path: Path) -> Non
     onnx.save_model(build_demo_model(), str(model))
     args = ["--passes", "fuse-nms", "--set", "fuse-nms.max_det=10000000000000"]
     r = run_cli_child("optimize", model, "-o", tmp_path / "o.onnx", *args, tmp=tmp_path)
-    assert "option fuse-nms.max_det must be in [1, 100,000]; got 10000000000000" in _one_error_line(r)
+    assert "option fuse-nms.max_det must be in [1, 100,000]; got 10000000000000" in one_error_line(r)
     assert not (tmp_path / "o.onnx").exists() and "\x1b[" not in r.err  # no onnxruntime log lines
 
 
@@ -267,4 +260,4 @@ def test_options_that_size_tensors_are_refused_out_of_range(
     r = run_cli(
         "optimize", model, "-o", tmp_path / "o.onnx", "--passes", name, "--set", setting, "--data", data
     )
-    assert message in _one_error_line(r) and not (tmp_path / "o.onnx").exists()
+    assert message in one_error_line(r) and not (tmp_path / "o.onnx").exists()

@@ -11,26 +11,12 @@ import onnx
 import pytest
 import yaml
 
-from tests.helpers import need_pnnx, run_cli, write_dataset
+from tests.helpers import need_pnnx, one_error_line, run_cli, write_dataset
 from tools.make_demo_model import build_demo_model
-
-
-def _one_error_line(r: object) -> str:
-    lines = r.err.strip().splitlines()
-    assert r.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (r.code, r.err)
-    assert "internal error" not in lines[0]
-    return lines[0]
 
 
 def _tree(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Path:
-    path = tmp_path / "demo.onnx"
-    onnx.save_model(build_demo_model(), str(path))
-    return path
 
 
 # --- problem 1: a failed command leaves its output behind ----------------------------------------------
@@ -51,7 +37,7 @@ def test_optimize_checks_every_output_against_every_input_first(
     before = _tree(tmp_path)
     r = run_cli("optimize", demo, "-o", tmp_path / "out" / "opt.onnx", "--recipe", recipe, "--data", data,
                 "--report", report[onto])  # fmt: skip
-    assert "the report would overwrite an input" in _one_error_line(r)
+    assert "the report would overwrite an input" in one_error_line(r)
     assert _tree(tmp_path) == before  # no out/opt.onnx, not even out/
 
 
@@ -60,7 +46,7 @@ def test_a_failing_second_output_takes_the_first_with_it(demo: Path, tmp_path: P
     before = _tree(tmp_path)
     r = run_cli("optimize", demo, "-o", tmp_path / "out" / "sub" / "opt.onnx", "--passes", "simplify",
                 "--report", "/proc/graphopt-report.json")  # fmt: skip
-    assert "cannot write the report" in _one_error_line(r)
+    assert "cannot write the report" in one_error_line(r)
     assert _tree(tmp_path) == before
     ok = run_cli("optimize", demo, "-o", tmp_path / "out" / "opt.onnx", "--passes", "simplify",
                  "--report", tmp_path / "out" / "r.json")  # fmt: skip
@@ -98,8 +84,8 @@ def test_convert_refuses_the_metadata_eval_refuses(tmp_path: Path) -> None:
     onnx.save_model(model, str(path))
     data = write_dataset(tmp_path / "ds", 2)
     expected = "model metadata 'graphopt.names' is malformed"
-    assert expected in _one_error_line(run_cli("eval", path, "--data", data))
-    assert expected in _one_error_line(run_cli("convert", path, "--to", "ncnn", "-o", tmp_path / "ncnn"))
+    assert expected in one_error_line(run_cli("eval", path, "--data", data))
+    assert expected in one_error_line(run_cli("convert", path, "--to", "ncnn", "-o", tmp_path / "ncnn"))
     assert not (tmp_path / "ncnn").exists()
 
 
@@ -140,7 +126,7 @@ def test_compile_checks_every_input_before_the_first_stage(
     args = _compile_case(tmp_path, demo, case)
     start = time.perf_counter()
     r = run_cli("compile", demo, "-o", tmp_path / "compiled", *args)
-    assert message in _one_error_line(r)
+    assert message in one_error_line(r)
     assert time.perf_counter() - start < 15  # found before any stage (it was stage 5/5, after ~20 s)
     assert not (tmp_path / "compiled").exists()  # no stage ran, no stage model written
 
@@ -151,9 +137,9 @@ def test_compile_refuses_an_opset_from_the_future_before_the_first_stage(demo: P
     future = tmp_path / "op99.onnx"
     onnx.save_model(model, str(future))
     r = run_cli("compile", future, "-o", tmp_path / "compiled")
-    assert "opset 99 is newer than the installed onnx knows" in _one_error_line(r)
+    assert "opset 99 is newer than the installed onnx knows" in one_error_line(r)
     assert not (tmp_path / "compiled").exists()
-    line = _one_error_line(run_cli("optimize", future, "-o", tmp_path / "o.onnx", "--recipe", "lossless"))
+    line = one_error_line(run_cli("optimize", future, "-o", tmp_path / "o.onnx", "--recipe", "lossless"))
     assert "opset 99 is newer" in line  # the same check in optimize
 
 

@@ -49,7 +49,13 @@ def test_compile_yolov5n_with_the_split_scores_every_stage(tmp_path: Path) -> No
         "--json",
     )
     assert r.code == 0, r.err
-    stages = {s["stage"]: s for s in json.loads(r.out)["stages"]}
+    report = json.loads(r.out)
+    stages = {s["stage"]: s for s in report["stages"]}
     assert stages["lossless"]["map50_95"] == stages["export"]["map50_95"] > 0.35  # holdout, measured 0.383
     assert stages["export"]["map50_95"] - stages["int8"]["map50_95"] < 0.015  # measured 0.99 points
-    assert stages["fuse-nms"]["accuracy_from"] == "int8"
+    # int8 is judged on this x86 host's clock (the target's kind): it is deployed only where it pays, and the
+    # NMS-fused artifact is built from (and verified equal to) whichever stage was deployed.
+    (int8,) = [d for d in report["deploy"]["decisions"] if d["stage"] == "int8"]
+    assert int8["speed"] is not None
+    assert int8["speed"] > 1.025 if int8["deployed"] else int8["speed"] < 1.035  # MIN_GAIN 1.03, rounded
+    assert stages["fuse-nms"]["accuracy_from"] == report["deploy"]["deployed_from"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
+from graphopt.core import ort_session
 from graphopt.core.errors import GraphoptError
 from graphopt.core.model import op_histogram
 from graphopt.passes.pipeline import Pipeline
@@ -16,11 +16,7 @@ C, HW = 8, 10
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, {"x": x}), strict=True))
+    return ort_session.run(model, [{"x": x}])[0]  # optimizations off: the reference side
 
 
 def _apply(model: onnx.ModelProto, *passes: str, **options: dict) -> tuple[onnx.ModelProto, list]:

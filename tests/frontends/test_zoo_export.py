@@ -99,7 +99,7 @@ def test_imgsz_must_be_a_stride_multiple(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_checked_in_fixtures_match_a_fresh_export(name: str, tmp_path: Path) -> None:
-    """tests/data/*.onnx (what the torch-free tests use) are the zoo's export today; rewrite them with
+    """tests/fixtures/*.onnx (what the torch-free tests use) are the zoo's export today; rewrite them with
     tools/make_test_fixtures.py after a zoo change."""
     from graphopt.core.model import load_model, op_histogram
     from tests.helpers import FIXTURES

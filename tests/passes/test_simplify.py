@@ -6,21 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from graphopt.core import ort_session
 from graphopt.core.model import load_model, op_histogram
 from graphopt.passes.pipeline import Pipeline
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray, optimize: bool) -> np.ndarray:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    (out,) = ort_session.run(model, [{model.graph.input[0].name: x}], optimize=optimize)
+    return next(iter(out.values()))
 
 
 def _tiny() -> onnx.ModelProto:

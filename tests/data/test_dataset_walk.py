@@ -8,36 +8,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import pytest
 import yaml
 
 from runtime.sources import SourceError, images_in
-from tests.helpers import run_cli, write_images
-from tools.make_demo_model import build_demo_model
-
-
-def _one_error_line(r: object) -> str:
-    lines = r.err.strip().splitlines()
-    assert r.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (r.code, r.err)
-    assert "internal error" not in lines[0]
-    return lines[0]
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Path:
-    path = tmp_path / "demo.onnx"
-    onnx.save_model(build_demo_model(), str(path))
-    return path
+from tests.helpers import one_error_line, run_cli, write_images
 
 
 def test_a_data_yaml_pointing_at_proc_is_one_line(demo: Path, tmp_path: Path) -> None:
     """`path: /`, `val: /proc`: processes vanish while /proc is listed (was FileNotFoundError, exit 3)."""
     data = tmp_path / "data.yaml"
     data.write_text(yaml.safe_dump({"path": "/", "train": "proc", "val": "proc", "names": {0: "a"}}))
-    line = _one_error_line(run_cli("eval", demo, "--data", data))
+    line = one_error_line(run_cli("eval", demo, "--data", data))
     assert "val path /proc: on the /proc kernel filesystem, not a folder of images" in line
-    line = _one_error_line(
+    line = one_error_line(
         run_cli("optimize", demo, "-o", tmp_path / "o.onnx", "--passes", "simplify", "--data", data)
     )
     assert "/proc kernel filesystem" in line and not (tmp_path / "o.onnx").exists()
@@ -49,7 +33,7 @@ def test_kernel_filesystems_are_not_image_folders(demo: Path, folder: str) -> No
         pytest.skip(f"{folder} is absent here")
     with pytest.raises(SourceError, match="kernel filesystem, not a folder of images"):
         images_in(Path(folder))
-    assert "kernel filesystem" in _one_error_line(run_cli("detect", demo, folder))
+    assert "kernel filesystem" in one_error_line(run_cli("detect", demo, folder))
 
 
 def test_a_walk_passes_over_what_vanishes_and_loops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,1 @@
+"""graphopt's tests, one package per wing of the code they test."""
