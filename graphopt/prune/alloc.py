@@ -102,6 +102,18 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return out
 
 
+def cut_at(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """`model` computing only the tensors `names` (its new outputs): the nodes they do not need are gone,
+    so onnxruntime does not run them."""
+    graph = gs.import_onnx(model)
+    tensors = graph.tensors()
+    graph.outputs = [tensors[n] for n in names]
+    for t in graph.outputs:
+        if t.dtype is None:
+            t.dtype = np.float32
+    return to_model(graph.cleanup(), model)
+
+
 def channel_means(
     model: onnx.ModelProto, feeds: list[Feed], tensors: list[str], absolute: bool
 ) -> dict[str, np.ndarray]:

@@ -59,6 +59,7 @@ ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Sum"}
 class _UnionFind:
     def __init__(self) -> None:
         self.parent: list[int] = []
+        self.unions = 0  # bumped by every merge: resolved roots cached against it stay valid until then
 
     def new(self) -> int:
         self.parent.append(len(self.parent))
@@ -74,6 +75,7 @@ class _UnionFind:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
+            self.unions += 1
 
 
 @dataclass
@@ -156,11 +158,24 @@ class ChannelGraph:
 
     def kept_counts(self, removed: set[int]) -> tuple[dict[str, int], dict[str, int]]:
         """Per conv: output channels kept, input channels kept (for MACs), given removed unit roots."""
-        out = {n: sum(self.root(u) not in removed for u in us) for n, us in self.producers.items()}
-        out.update({n: sum(self.root(u) not in removed for u in us) for n, us in self.depthwise.items()})
-        inp = {n: sum(self.root(u) not in removed for u in us) for n, us in self.conv_inputs.items()}
+        produced, depthwise, consumed = self._resolved_roots()
+        out = {n: sum(r not in removed for r in rs) for n, rs in produced.items()}
+        out.update({n: sum(r not in removed for r in rs) for n, rs in depthwise.items()})
+        inp = {n: sum(r not in removed for r in rs) for n, rs in consumed.items()}
         inp.update({n: out[n] for n in self.depthwise})
         return out, inp
+
+    def _resolved_roots(self) -> tuple[dict[str, list[int]], ...]:
+        # The allocator asks for kept counts thousands of times on a finished analysis: resolve each
+        # unit's root once (valid until the next union).
+        cached = self.__dict__.get("_roots")
+        if cached is None or cached[0] != self.uf.unions:
+            resolved = tuple(
+                {n: [self.root(u) for u in us] for n, us in table.items()}
+                for table in (self.producers, self.depthwise, self.conv_inputs)
+            )
+            cached = self.__dict__["_roots"] = (self.uf.unions, resolved)
+        return cached[1]
 
 
 def analyse(graph: gs.Graph) -> ChannelGraph:
