@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -19,6 +23,9 @@ def session(model: onnx.ModelProto, optimize: bool = False, threads: int = 0) ->
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     opts.intra_op_num_threads = threads
+    # these sessions check and measure graphs, they are not timed: idle threads sleep instead of spinning
+    # (spinning threads starve whatever else runs, e.g. a second pytest worker or a calibration feeder)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = quiet_onnxruntime(ort)
     try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -37,4 +44,14 @@ def run(
     for feed in feeds:
         values = sess.run(names, {k: v for k, v in feed.items() if k in inputs})
         results.append(dict(zip(names, values, strict=True)))
+    del sess
+    release_freed_memory()
     return results
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc keeps what a session freed, so a pipeline
+    of sessions on a large model would otherwise grow by a model's worth per step)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            ctypes.CDLL("libc.so.6").malloc_trim(0)

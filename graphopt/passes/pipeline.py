@@ -211,8 +211,7 @@ class Pipeline:
 
     def run(self, model: onnx.ModelProto) -> PipelineResult:
         check_opset(model)
-        current = onnx.ModelProto()
-        current.CopyFrom(model)
+        current = model  # never modified: every step makes a new model (and no step: a copy below)
         feeds = reference = None
         if self.verify_outputs:
             feeds = self.feeds.feeds_for(current)
@@ -230,6 +229,9 @@ class Pipeline:
                 reference = _without(reference, report.removed_outputs)
             reports.append(report)
             history.append(_history_entry(report))
+        if current is model:
+            current = onnx.ModelProto()
+            current.CopyFrom(model)
         write_metadata(current, {keys.HISTORY: history, keys.VERSION: __version__})
         return PipelineResult(current, reports, feeds.description if feeds is not None else None)
 
@@ -265,6 +267,7 @@ class Pipeline:
             options=step.options.as_dict(),
             removed_outputs=removed,
         )
+        del graph, result  # the pass's graph holds a copy of every weight: free it before onnxruntime loads `new`
         outputs = None
         if feeds is not None and reference is not None:
             if removed and spec.compare is None:  # announced: the other outputs are still checked

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import onnx
 import onnx_graphsurgeon as gs
 
 from graphopt.core.fileio import captured_stderr
@@ -13,8 +14,7 @@ from graphopt.passes.options import Options, option
 from graphopt.passes.registry import PassContext, PassResult, register
 
 
-def _structure(graph: gs.Graph) -> tuple[dict[str, int], int]:
-    model = gs.export_onnx(graph, do_type_check=False)
+def _structure(model: onnx.ModelProto) -> tuple[dict[str, int], int]:
     return op_histogram(model), param_count(model)
 
 
@@ -27,48 +27,47 @@ class SimplifyOptions(Options):
 @register("simplify", lossless=True, options=SimplifyOptions)
 def simplify(graph: gs.Graph, ctx: PassContext) -> PassResult:
     """Constant folding + shape inference with onnxsim (graphsurgeon folding as fallback)."""
-    before_ops, before_params = _structure(graph)
+    # one export of the input serves both the before-count and the folding (each export copies every
+    # weight: on a large model, extra ones cost a model's size of memory apiece)
+    model = gs.export_onnx(graph, do_type_check=False)
+    before_ops, before_params = _structure(model)
     notes: list[str] = []
-    new_graph = None
+    simplified = None
     if ctx.options.use_onnxsim:
-        new_graph, note = _with_onnxsim(graph, fuse_bn=ctx.options.fuse_bn)
+        simplified, note = _with_onnxsim(model, fuse_bn=ctx.options.fuse_bn)
         notes.append(note)
-    if new_graph is None:
-        new_graph = _with_graphsurgeon(graph)
+    if simplified is None:
+        simplified = _with_graphsurgeon(model)
         notes.append("constant folding by onnx-graphsurgeon")
-    after_ops, after_params = _structure(new_graph)
+    del model
+    after_ops, after_params = _structure(simplified)
     if sum(after_ops.values()) > sum(before_ops.values()):
         notes.append(
             f"kept the input graph: simplification would grow nodes {sum(before_ops.values())} → {sum(after_ops.values())}"
         )
         return PassResult(changed=False, notes=notes)
     changed = (after_ops, after_params) != (before_ops, before_params)
-    return PassResult(changed=changed, notes=notes, graph=new_graph)
+    return PassResult(changed=changed, notes=notes, graph=gs.import_onnx(simplified))
 
 
-def _with_graphsurgeon(graph: gs.Graph) -> gs.Graph:
-    # Shapes must be known for Shape→Gather chains to fold, so infer them first.
-    model = infer_shapes(gs.export_onnx(graph, do_type_check=False))
-    return gs.import_onnx(model).fold_constants().cleanup()
+def _with_graphsurgeon(model: onnx.ModelProto) -> onnx.ModelProto:
+    folded = gs.import_onnx(infer_shapes(model)).fold_constants().cleanup()
+    return gs.export_onnx(folded, do_type_check=False)
 
 
-def _with_onnxsim(graph: gs.Graph, fuse_bn: bool) -> tuple[gs.Graph | None, str]:
+def _with_onnxsim(model: onnx.ModelProto, fuse_bn: bool) -> tuple[onnx.ModelProto | None, str]:
     try:
         import onnxsim
     except ImportError:
         return None, "onnxsim is not installed; fell back to onnx-graphsurgeon constant folding"
-    model = gs.export_onnx(graph, do_type_check=False)
     try:
         with captured_stderr() as log:
-            # BatchNorm folding is left to `fold-bn` unless asked for (it is checked and reported there).
             simplified, ok = onnxsim.simplify(model, check_n=0, skip_fuse_bn=not fuse_bn)
     except Exception as exc:  # noqa: BLE001 - onnxsim raises many types, including from C++
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         return None, f"onnxsim failed ({first}); fell back to onnx-graphsurgeon constant folding"
     if not ok:
         return None, "onnxsim's own check failed; fell back to onnx-graphsurgeon constant folding"
-    # onnxsim's C++ core prints one warning per node it could not evaluate (shape-dependent ones):
-    # harmless, so they become one count in the report instead of a wall of text.
     skipped = sum(1 for line in log.lines if line.startswith("WARNING: failed to run"))
     note = "simplified by onnxsim" + (f" ({skipped} nodes left unevaluated)" if skipped else "")
-    return gs.import_onnx(simplified), note
+    return simplified, note
