@@ -30,7 +30,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     if not log:
         return
     with open("/proc/self/status") as f:
-        status = {k: v.split()[0] for k, v in (line.split(":", 1) for line in f)}
+        status = {k: v.split()[0] for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
     with open(log, "a") as f:
         f.write(f"{int(status['VmRSS']) // 1024}\t{int(status['VmHWM']) // 1024}\t{os.getpid()}\t{item.nodeid}\n")
 
