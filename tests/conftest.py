@@ -22,6 +22,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.module is not None and item.module.__name__.split(".")[-1].startswith("test_real_"):
             item.add_marker(pytest.mark.real)
+    # Modules with long tests first (slow, then real), the many short ones after: two xdist workers then
+    # finish together instead of one running the last long test alone. Whole modules move (stable), so
+    # a module-scoped fixture is still built once per worker.
+    rank: dict[str, int] = {}
+    for item in items:
+        here = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("real") else 2
+        rank[item.module.__name__] = min(rank.get(item.module.__name__, 2), here)
+    items.sort(key=lambda item: rank[item.module.__name__])
 
 
 def pytest_runtest_teardown(item: pytest.Item) -> None:

@@ -9,6 +9,7 @@ output of the latest lossy pass (whose own cost is measured and reported instead
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,7 +268,11 @@ class Pipeline:
             options=step.options.as_dict(),
             removed_outputs=removed,
         )
-        del graph, result  # the pass's graph holds a copy of every weight: free it before onnxruntime loads `new`
+        # the pass's graph holds a copy of every weight, in reference cycles (nodes <-> tensors) that only
+        # the cycle collector frees: free it now, before onnxruntime loads `new`
+        del graph, result
+        gc.collect()
+        ort_session.release_freed_memory()
         outputs = None
         if feeds is not None and reference is not None:
             if removed and spec.compare is None:  # announced: the other outputs are still checked

@@ -98,6 +98,7 @@ def test_yolov5_export_py_leaked_outputs_are_dropped(work: Path) -> None:
 # --- yolov9: dual heads, every variant ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["t", "s", "m", "c", "e"])
 def test_yolov9_dual_becomes_its_converted_twin(work: Path, variant: str) -> None:
     """graphopt's export and the repo's own export.py of yolov9-{variant}, after `lossless`: one output,

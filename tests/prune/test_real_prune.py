@@ -62,6 +62,7 @@ def test_yolov5n_pruned_to_85_percent_keeps_detecting(yolov5n_lossless: Path) ->
     assert result.images == 64 and result.map50_95 > 0.08  # measured 0.17 (unpruned 0.38)
 
 
+@pytest.mark.slow
 def test_yolov9t_ball_prunes_through_repncspelan4(yolov9t_onnx: Path) -> None:
     before = _lossless(load_model(yolov9t_onnx))
     before_ranges = _channel_ranges(before)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from graphopt.core.model import load_model, save_model
 from graphopt.core.ort_session import run
@@ -24,6 +25,7 @@ def _int8(src: Path, out: Path, target: str) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_yolov5n_int8_keeps_map(yolov5n_lossless: Path, tmp_path: Path) -> None:
     data = need_shared(COCO128) / "data.yaml"
     fp32 = evaluate(yolov5n_lossless, data, progress=False).map50_95
