@@ -34,10 +34,18 @@ def default_threads() -> int:
     return min(4, os.cpu_count() or 1)
 
 
+def default_spinning() -> bool:
+    """Whether idle inference threads spin (fastest alone on a core) or sleep. GRAPHOPT_THREAD_SPIN=0
+    makes them sleep by default: for several graphopt processes sharing cores (parallel test workers,
+    CI), where one's spinning threads take the cores the other computes on."""
+    return os.environ.get("GRAPHOPT_THREAD_SPIN", "1") != "0"
+
+
 class OrtBackend:
     name = "ort"
 
-    def __init__(self, path: str | Path, threads: int | None = None, spinning: bool = True) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, spinning: bool | None = None) -> None:
+        spinning = default_spinning() if spinning is None else spinning
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -137,8 +145,13 @@ class NcnnBackend:
     input_dtype = np.dtype(np.float32)  # ncnn.Mat holds float32
 
     def __init__(
-        self, path: str | Path, threads: int | None = None, fp16: bool | None = None, spinning: bool = True
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        fp16: bool | None = None,
+        spinning: bool | None = None,
     ) -> None:
+        spinning = default_spinning() if spinning is None else spinning
         try:
             import ncnn
         except ImportError as exc:
@@ -205,9 +218,9 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
 
 
 def open_backend(
-    model: str | Path, backend: str | None = None, threads: int | None = None, spinning: bool = True
+    model: str | Path, backend: str | None = None, threads: int | None = None, spinning: bool | None = None
 ) -> Backend:
-    """`spinning=False`: onnxruntime's idle threads sleep (for timing several models in turns)."""
+    """`spinning=False`: idle threads sleep (for timing several models in turns); None: `default_spinning()`."""
     p = Path(model)
     if not p.exists():
         raise RuntimeModelError(f"{p}: no such file or folder")

@@ -53,7 +53,7 @@ class Detector:
         max_det: int = 300,
         multi_label: bool = False,
         imgsz: int | tuple[int, int] | None = None,
-        spinning: bool = True,
+        spinning: bool | None = None,  # None: backends.default_spinning()
     ) -> None:
         # A name opens one of the runtime's backends; an object with the Backend protocol is used as
         # given (another runtime a benchmark compares with, e.g. OpenVINO).

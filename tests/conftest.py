@@ -17,6 +17,10 @@ from tests.helpers import COCO128, FIXTURES, VERIFY_IMAGE, YOLOV5N, YOLOV9T, exp
 from tools.make_demo_model import build_demo_model
 from tools.make_test_fixtures import fixture_name
 
+# Two xdist workers share the two cores: inference threads that spin while idle would take the core
+# the other worker computes on (tests time nothing that spinning would change; children inherit it).
+os.environ.setdefault("GRAPHOPT_THREAD_SPIN", "0")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
