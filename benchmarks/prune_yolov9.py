@@ -54,18 +54,18 @@ ULTRALYTICS_EXPORT = (
     TORCHSCRIPT
     + """
 from ultralytics import YOLO
-print(YOLO(sys.argv[1]).export(format="onnx", simplify=False, imgsz=640))
+print(YOLO(sys.argv[1]).export(format="onnx", simplify=False, imgsz=int(sys.argv[2])))
 """
 )
 
 
-def ultralytics_export(ckpt: Path, work: Path) -> Path:
-    """Ultralytics' own ONNX of `ckpt`, written in `work` (offline: nothing is downloaded)."""
+def ultralytics_export(ckpt: Path, work: Path, imgsz: int = 640) -> Path:
+    """Ultralytics' own ONNX of `ckpt` at `imgsz`, written in `work` (offline: nothing is downloaded)."""
     local = work / ckpt.name
     shutil.copy(ckpt, local)
     env = os.environ | {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(work / "ultralytics-config")}
     subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(ULTRALYTICS_EXPORT), str(local)],
+        [sys.executable, "-c", textwrap.dedent(ULTRALYTICS_EXPORT), str(local), str(imgsz)],
         cwd=work,
         env=env,
         check=True,

@@ -90,18 +90,25 @@ def record_torch_load(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return calls
 
 
-def _export_real(checkpoint: Path, factory: pytest.TempPathFactory) -> Path:
+def _export_real(checkpoint: Path, factory: pytest.TempPathFactory, imgsz: int = 640) -> Path:
     """The frontend's export of a real checkpoint, verified on a real image (in a child process: the
     session keeps the ONNX, not torch's memory)."""
     pytest.importorskip("torch")
     need_shared(checkpoint)
-    out = factory.mktemp(checkpoint.stem) / f"{checkpoint.stem}.onnx"
-    return export_in_child(checkpoint, out, image=need_shared(VERIFY_IMAGE))
+    out = factory.mktemp(f"{checkpoint.stem}-{imgsz}") / f"{checkpoint.stem}.onnx"
+    return export_in_child(checkpoint, out, image=need_shared(VERIFY_IMAGE), imgsz=imgsz)
 
 
 @pytest.fixture(scope="session")
 def yolov9t_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _export_real(YOLOV9T, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def yolov9t_onnx_320(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """yolov9t at 320: for tests of graph structure, where the input size changes nothing but the time
+    (pruning's recovery fits scale with the pixels)."""
+    return _export_real(YOLOV9T, tmp_path_factory, imgsz=320)
 
 
 @pytest.fixture(scope="session")
