@@ -1,0 +1,305 @@
+"""NCNN int8 for the Pi: which layers go int8, the int8 `.param/.bin` written by our own code, and its check.
+
+From an ONNX model: pnnx writes the fp32 NCNN model (verified against onnxruntime by
+`convert_to_ncnn`), graphopt calibrates it (graphopt.compile.ncnn_calibrate), chooses the layers
+(`decide_layers`), writes the int8 pair (graphopt.compile.ncnn_format), checks its layout and then
+its outputs against the fp32 NCNN model on calibration images. Only a pair that passes both checks
+reaches the output folder; no ncnn tool (ncnn2table, ncnn2int8) is needed.
+
+Where int8 pays on NCNN: an int8 Convolution quantizes its input, runs the integer kernel and
+dequantizes with its fused activation (ReLU, LeakyReLU, Clip, Sigmoid, Mish, HardSwish); it hands
+int8 straight to the next conv when requantize is fused (conv → conv, or conv → Split → convs). NCNN
+does not fuse Swish/SiLU: a conv followed by Swish pays a dequantize to float and a quantize back
+for every layer, which is why yolov5/yolov8 int8 on NCNN is often slower than fp16 (ncnn#5443). So
+`mixed` (the default) keeps such convs fp16 and says so per layer; `all` quantizes every conv but the
+head's output convs, which stay float with everything after them (as `quantize` keeps them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphopt.compile.ncnn_calibrate import METHODS, Calibrator, quantize_weights, weight_scales
+from graphopt.compile.ncnn_format import (
+    CONV_TYPES,
+    FUSED_ACTIVATIONS,
+    NcnnFormatError,
+    NcnnLayer,
+    NcnnModel,
+    bin_bytes,
+    check_files,
+    param_text,
+    read_model,
+)
+from graphopt.core.errors import GraphoptError, VerificationError
+from graphopt.core.fileio import atomic_write
+
+MODES = ("mixed", "all")
+DEFAULT_SAMPLES = 64  # calibration images, as `quantize`
+VERIFY_IMAGES = 4
+# The int8 model against its own fp32 NCNN model on calibration images. An int8 detector that keeps
+# its head float agrees to cosine ≥ 0.999 in practice; a wrong scale or layout gives ≪ 0.99.
+MIN_COSINE = 0.99
+MAX_SCORE_ERROR = 0.1  # mean |Δ best class score| on the anchors the fp32 model finds confident (Yolo-Fastest KL: 0.055)
+MAX_BOX_ERROR_PX = 8.0  # mean |Δ xywh| of those anchors, input pixels (Yolo-Fastest KL: 2.5)
+
+
+@dataclass
+class LayerDecision:
+    layer: str
+    type: str
+    activation: str
+    int8: bool
+    reason: str
+    requantize: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _next_layers(model: NcnnModel, layer: NcnnLayer) -> list[NcnnLayer]:
+    """The layers reading `layer`'s output, looking through Split (NCNN's fan-out)."""
+    consumers = model.consumers()
+    out: list[NcnnLayer] = []
+    for top in layer.tops:
+        for c in consumers.get(top, []):
+            out += _next_layers(model, c) if c.type == "Split" else [c]
+    return out
+
+
+def _output_convs(model: NcnnModel) -> set[str]:
+    """Convs with no conv after them: the head's output convs (what follows them is the decode)."""
+    consumers = model.consumers()
+    reaches_conv: dict[str, bool] = {}
+    for layer in reversed(model.layers):  # .param order is topological
+        reaches_conv[layer.name] = any(
+            c.type in CONV_TYPES or reaches_conv.get(c.name, False) for t in layer.tops for c in consumers.get(t, [])
+        )
+    return {x.name for x in model.layers if x.type in CONV_TYPES and not reaches_conv[x.name]}
+
+
+def decide_layers(model: NcnnModel, mode: str) -> list[LayerDecision]:
+    """One decision per Convolution/ConvolutionDepthWise: int8 or float, and why."""
+    if mode not in MODES:
+        raise GraphoptError(f"--int8 {mode}: expected one of {', '.join(MODES)}")
+    heads = _output_convs(model)
+    decisions: dict[str, LayerDecision] = {}
+    for layer in model.layers:
+        if layer.type not in CONV_TYPES:
+            continue
+        act_id = layer.geti(9, 0)
+        act = FUSED_ACTIVATIONS.get(act_id, "none" if act_id == 0 else f"type {act_id}")
+        d = LayerDecision(layer.name, layer.type, act, False, "")
+        if layer.geti(8, 0):
+            raise GraphoptError(f"layer {layer.name} is int8 already (8={layer.geti(8)}); convert a float model")
+        if layer.geti(19, 0):
+            d.reason = "dynamic weights (a second input): not quantizable"
+        elif layer.name in heads:
+            d.reason = "head output conv: it and everything after stay float (as quantize keeps them)"
+        elif mode == "all":
+            d.int8, d.reason = True, "--int8 all"
+        elif act_id in FUSED_ACTIVATIONS:
+            d.int8, d.reason = True, f"{act} fuses into the int8 conv"
+        decisions[layer.name] = d
+    if mode == "mixed":  # a conv without activation pays where its int8 output feeds int8 convs
+        changed = True
+        while changed:
+            changed = False
+            for layer in model.layers:
+                d = decisions.get(layer.name)
+                if d is None or d.int8 or d.reason:
+                    continue
+                nxt = _next_layers(model, layer)
+                if nxt and all(decisions.get(n.name) is not None and decisions[n.name].int8 for n in nxt):
+                    d.int8, d.reason = True, "feeds int8 conv(s) only: requantize fused"
+                    changed = True
+        for layer in model.layers:
+            d = decisions.get(layer.name)
+            if d is None or d.reason:
+                continue
+            kinds = sorted({n.type for n in _next_layers(model, layer)}) or ["the output"]
+            if "Swish" in kinds:
+                d.reason = (
+                    "followed by Swish, which NCNN does not fuse into an int8 conv: int8 would dequantize "
+                    "to float and back around it (kept fp16)"
+                )
+            else:
+                d.reason = f"no fused activation and its output goes to {', '.join(kinds)}, not int8 convs (kept fp16)"
+    for layer in model.layers:  # requantize: an int8 conv whose every reader is an int8 conv of one input
+        d = decisions.get(layer.name)
+        if d is None or not d.int8:
+            continue
+        nxt = _next_layers(model, layer)
+        d.requantize = bool(nxt) and all(
+            n.name in decisions and decisions[n.name].int8 and len(n.bottoms) == 1 for n in nxt
+        )
+    return list(decisions.values())
+
+
+def _source_blob(model: NcnnModel, blob: str) -> str:
+    """The blob a Split top copies (the calibration statistic is the same for all copies)."""
+    producer = model.producer()
+    while blob in producer and producer[blob].type == "Split":
+        blob = producer[blob].bottoms[0]
+    return blob
+
+
+def apply_int8(model: NcnnModel, decisions: list[LayerDecision], blob_scales: dict[str, float]) -> set[str]:
+    """Turn the chosen layers int8 in place (weights rounded, scale arrays appended); their names."""
+    by_name = {x.name: x for x in model.layers}
+    chosen = {d.layer for d in decisions if d.int8}
+    for d in decisions:
+        if not d.int8:
+            continue
+        layer = by_name[d.layer]
+        scales = weight_scales(layer)
+        bottom = blob_scales[_source_blob(model, layer.bottoms[0])]
+        layer.arrays[0] = quantize_weights(layer, scales)
+        layer.arrays += [scales, np.array([bottom], np.float32)]
+        term = 2 if layer.type == "Convolution" else 1
+        if d.requantize:
+            top = blob_scales[_source_blob(model, layer.tops[0])]
+            layer.arrays.append(np.array([top], np.float32))
+            term += 100
+        layer.set(8, str(term))
+    return chosen
+
+
+def int8_blobs(model: NcnnModel, decisions: list[LayerDecision]) -> list[str]:
+    """Every blob whose scale the chosen layers need, in layer order (extract continues forward)."""
+    by_name = {x.name: x for x in model.layers}
+    need: set[str] = set()
+    for d in decisions:
+        if d.int8:
+            layer = by_name[d.layer]
+            need.add(_source_blob(model, layer.bottoms[0]))
+            if d.requantize:
+                need.add(_source_blob(model, layer.tops[0]))
+    order = [t for x in model.layers for t in x.tops]
+    return [b for b in order if b in need]
+
+
+def _images(data: str | Path, preprocess: dict[str, Any] | None, hw: tuple[int, int], count: int) -> list[np.ndarray]:
+    from graphopt.data.feeds import FeedSource, none_readable
+
+    source = FeedSource(data)
+    stream = source.image_stream(hw, preprocess, count)
+    images = [x for x in stream]
+    if not images:
+        raise GraphoptError(none_readable(source.data, stream))
+    return images
+
+
+def _verify(fp32_dir: Path, int8_dir: Path, images: list[np.ndarray], head: str | None) -> dict[str, Any]:
+    """The int8 pair against its fp32 NCNN model, through the runtime's backend, on the same images."""
+    from graphopt.core.compare import cosine
+    from graphopt.eval.head_error import head_error
+    from runtime.backends import NcnnBackend
+
+    ref_net, got_net = NcnnBackend(fp32_dir, threads=2), NcnnBackend(int8_dir, threads=2)
+    name = ref_net.output_names[0]
+    ref = [ref_net.run(x)[name] for x in images]
+    got = [got_net.run(x)[name] for x in images]
+    result: dict[str, Any] = {"images": len(images), "cosine": cosine(ref, got)}
+    if head in ("yolov5", "anchor-free"):
+        err = head_error(ref, got, head)
+        result.update(score_error=err.score_error, box_error_px=err.box_error_px)
+    problems = []
+    if not result["cosine"] >= MIN_COSINE:
+        problems.append(f"cosine {result['cosine']:.4f} < {MIN_COSINE}")
+    if result.get("score_error", 0.0) > MAX_SCORE_ERROR:
+        problems.append(f"mean score error {result['score_error']:.3f} > {MAX_SCORE_ERROR}")
+    if result.get("box_error_px", 0.0) > MAX_BOX_ERROR_PX:
+        problems.append(f"mean box error {result['box_error_px']:.2f} px > {MAX_BOX_ERROR_PX}")
+    if problems:
+        raise VerificationError(
+            f"NCNN int8 differs from its fp32 model on {len(images)} calibration images ({'; '.join(problems)}); "
+            "nothing was written"
+        )
+    return result
+
+
+def write_int8(
+    fp32_param: Path,
+    out_dir: Path,
+    stem: str,
+    data: str | Path,
+    mode: str = "mixed",
+    method: str = "kl",
+    samples: int = DEFAULT_SAMPLES,
+    threads: int = 2,
+) -> dict[str, Any]:
+    """fp32 NCNN pair (+ its sidecar) → the int8 pair `out_dir/stem.ncnn.{param,bin,json}`, checked.
+
+    `out_dir` must already be checked as an output folder; files are written atomically, the
+    .param last (a folder with it is complete)."""
+    from runtime.backends import ncnn_files
+    from runtime.metadata import parse_metadata
+
+    if method not in METHODS:
+        raise GraphoptError(f"--calibration {method}: expected one of {', '.join(METHODS)}")
+    if not 1 <= samples <= 100_000:
+        raise GraphoptError(f"--samples {samples}: expected 1..100000 calibration images")
+    param, weights, sidecar_path = ncnn_files(fp32_param)
+    sidecar = json.loads(sidecar_path.read_text())
+    model = read_model(param, weights)
+    decisions = decide_layers(model, mode)
+    if not any(d.int8 for d in decisions):
+        reasons = "; ".join(sorted({d.reason for d in decisions}))[:300]
+        raise GraphoptError(f"no layer of this model pays in int8 on NCNN ({reasons}); use --int8 all to force it")
+    shape = sidecar["inputs"][0]["shape"]
+    meta = parse_metadata({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in sidecar["metadata"].items()})
+    images = _images(data, meta.preprocess, (int(shape[2]), int(shape[3])), samples)
+    blobs = int8_blobs(model, decisions)
+    calib = Calibrator(str(param), str(weights), sidecar["inputs"][0]["name"], blobs, threads)
+    calib.absmax_pass(images)
+    if method == "kl":
+        calib.histogram_pass(images)
+    scales = calib.scales(method)
+    chosen = apply_int8(model, decisions, scales)
+    int8_sidecar = dict(sidecar)
+    int8_sidecar["fp16"] = True  # what is not int8 is stored (and, on the Pi, computed) in fp16
+    int8_sidecar["int8"] = {
+        "mode": mode,
+        "calibration": method,
+        "calibration_images": len(images),
+        "int8_layers": len(chosen),
+        "conv_layers": len(decisions),
+        "requantize_fused": sum(d.requantize for d in decisions),
+        "writer": "graphopt (ncnn2int8 layout: int8 convs, fp16 elsewhere)",
+    }
+    with tempfile.TemporaryDirectory(prefix="graphopt-ncnn-int8-") as tmp:
+        staged = {k: Path(tmp) / f"{stem}.ncnn.{k}" for k in ("param", "bin", "json")}
+        staged["param"].write_text(param_text(model))
+        staged["bin"].write_bytes(bin_bytes(model, chosen))
+        staged["json"].write_text(json.dumps(int8_sidecar, indent=2, default=str) + "\n")
+        layout = check_files(staged["param"], staged["bin"])
+        if layout["int8_layers"] != len(chosen):
+            raise NcnnFormatError(f"{staged['param']}: {layout['int8_layers']} int8 layers written, {len(chosen)} chosen")
+        check = _verify(param.parent, Path(tmp), images[:VERIFY_IMAGES], meta.head)
+        int8_sidecar["int8"]["verified"] = check
+        staged["json"].write_text(json.dumps(int8_sidecar, indent=2, default=str) + "\n")
+        finals = {k: out_dir / p.name for k, p in staged.items()}
+        for kind in ("bin", "json", "param"):
+            atomic_write(finals[kind], lambda t, k=kind: shutil.copyfile(staged[k], t), f"NCNN .{kind} file")
+    return {
+        "param": str(finals["param"]),
+        "bin": str(finals["bin"]),
+        "sidecar": str(finals["json"]),
+        "bin_bytes": finals["bin"].stat().st_size,
+        "mode": mode,
+        "calibration": method,
+        "calibration_images": len(images),
+        "int8_layers": len(chosen),
+        "conv_layers": len(decisions),
+        "requantize_fused": sum(d.requantize for d in decisions),
+        "verified": check,
+        "layers": [d.as_dict() for d in decisions],
+    }
