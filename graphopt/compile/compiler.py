@@ -43,6 +43,10 @@ HOST_INT8 = (
     "the float reference between Q/DQ pairs; the Pi's integer kernels round otherwise"
 )
 HOST_NCNN = "this host's NCNN kernels, not the Pi's (on the Cortex-A76 NCNN computes in fp16)"
+HOST_NCNN_INT8 = (
+    "this host's NCNN int8 kernels (x86), not the Pi's: ARM's int8 kernels (and fp16 for the layers kept "
+    "float) round otherwise — benchmarks/arm64 runs the Pi's arithmetic"
+)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class CompileOptions:
     repo: str | None = None
     progress: bool = True
     keep_lossy: bool = False  # deploy every lossy stage, paying or not
+    ncnn_int8: str | None = None  # NCNN targets: write the int8 NCNN model (mixed | all)
     checked: bool = field(default=False, repr=False, compare=False)
 
     def check(self) -> None:
@@ -106,6 +111,10 @@ class CompileOptions:
             raise GraphoptError(f"--budget {self.budget}: points of mAP50-95, in [0, 100]")
         if self.rounds < 1:
             raise GraphoptError("--rounds must be at least 1")
+        if self.ncnn_int8 is not None and self.target.backend != "ncnn":
+            raise GraphoptError(
+                f"--int8 is for NCNN targets (pi5-ncnn); {self.target.name} quantizes with onnxruntime already"
+            )
         try:
             load_image(self.image)
         except ImageProblem as exc:
@@ -289,15 +298,36 @@ class Compiler:
 
         source = self._deployed_stage()
         out = self.stage_dir / f"{len(self.stages)}-ncnn"
+        if self.opts.ncnn_int8 is not None:
+            return self._convert_int8(source, out)
         result = convert_to_ncnn(source.artifact, out, fp16=True, verify_image=self.opts.image)
         stage = Stage("convert", Path(result["param"]).parent, backend="ncnn", parent=source.name, precision="fp16")
         stage.notes.append(
             f"pnnx → NCNN, fp16 weights; max abs diff vs onnxruntime {max(result['max_abs_diff'].values()):.2e}"
         )
-        stage.notes.append(
-            "NCNN int8 is not produced: the ncnn pip package ships no ncnn2table/ncnn2int8 tools and pnnx has "
-            "no int8 mode; int8 for the Pi is the pi5-ort target"
+        stage.notes.append("NCNN int8: add --int8 (graphopt writes the int8 .param/.bin itself)")
+        return stage
+
+    def _convert_int8(self, source: Stage, out: Path) -> Stage:
+        from graphopt.compile.ncnn_int8 import convert_to_ncnn_int8, decision_summary
+
+        mode = self.opts.ncnn_int8 or "mixed"
+        result = convert_to_ncnn_int8(
+            source.artifact,  # type: ignore[arg-type]
+            out,
+            self.calibration,
+            mode,
+            verify_image=self.opts.image,
         )
+        stage = Stage("convert", out, backend="ncnn", parent=source.name, precision="int8")
+        stage.lossy = True
+        v = result["verified"]
+        stage.notes.append(
+            f"NCNN int8 ({mode}, graphopt's writer): {decision_summary(result['layers'])}; "
+            f"{result['calibration']} calibration on {self.calibration_note}; .bin {result['bin_bytes']:,} bytes "
+            f"(fp32 {result['fp32_bin_bytes']:,}); vs the fp32 NCNN model: cosine {v['cosine']:.4f}"
+        )
+        stage.notes.append("per-layer decisions (what was kept float and why): the sidecar's `int8.layers`")
         return stage
 
     # --- which lossy stages pay ---------------------------------------------------------------
@@ -370,7 +400,7 @@ class Compiler:
         if t.host_is_target_kind():
             return "target", None
         if stage.backend == "ncnn":
-            return "host", HOST_NCNN
+            return "host", HOST_NCNN_INT8 if stage.precision == "int8" else HOST_NCNN
         if stage.precision == "int8" and t.int8 == "arm":
             return "host-reference", HOST_INT8
         return "host", HOST_FP32

@@ -274,6 +274,7 @@ def write_int8(
         "conv_layers": len(decisions),
         "requantize_fused": sum(d.requantize for d in decisions),
         "writer": "graphopt (ncnn2int8 layout: int8 convs, fp16 elsewhere)",
+        "layers": [d.as_dict() for d in decisions],  # what was kept float and why
     }
     with tempfile.TemporaryDirectory(prefix="graphopt-ncnn-int8-") as tmp:
         staged = {k: Path(tmp) / f"{stem}.ncnn.{k}" for k in ("param", "bin", "json")}
@@ -303,3 +304,49 @@ def write_int8(
         "verified": check,
         "layers": [d.as_dict() for d in decisions],
     }
+
+
+def convert_to_ncnn_int8(
+    model_path: str | Path,
+    out_dir: str | Path,
+    data: str | Path,
+    mode: str = "mixed",
+    method: str = "kl",
+    samples: int = DEFAULT_SAMPLES,
+    verify_image: str | Path | None = None,
+) -> dict[str, Any]:
+    """ONNX → fp32 NCNN (pnnx, verified against onnxruntime) → int8 NCNN in `out_dir`, checked."""
+    from graphopt.compile.ncnn import convert_to_ncnn
+    from runtime.files import FileProblem, check_output, output_dir
+
+    if mode not in MODES:
+        raise GraphoptError(f"--int8 {mode}: expected one of {', '.join(MODES)}")
+    if method not in METHODS:
+        raise GraphoptError(f"--calibration {method}: expected one of {', '.join(METHODS)}")
+    src, out = Path(model_path), Path(out_dir)
+    stem = src.name.removesuffix(".onnx")
+    try:  # every output is checked before any work
+        output_dir(out, "output folder")
+        for kind in ("param", "bin", "json"):
+            check_output(out / f"{stem}.ncnn.{kind}", f"NCNN .{kind} file")
+    except FileProblem as exc:
+        raise GraphoptError(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="graphopt-ncnn-fp32-") as tmp:
+        fp32 = convert_to_ncnn(src, tmp, fp16=False, verify_image=verify_image)
+        result = write_int8(Path(fp32["param"]), out, stem, data, mode, method, samples)
+        result["fp32_bin_bytes"] = Path(fp32["bin"]).stat().st_size
+    result["output"] = str(out)
+    result["fp32_vs_onnxruntime"] = {k: fp32[k] for k in ("verified_on", "max_abs_diff", "max_rel_to_range")}
+    return result
+
+
+def decision_summary(layers: list[dict[str, Any]]) -> str:
+    """One line for reports: how many convs went int8, and why the others were kept."""
+    kept: dict[str, int] = {}
+    for d in layers:
+        if not d["int8"]:
+            why = d["reason"].split(":")[0].split(",")[0]
+            kept[why] = kept.get(why, 0) + 1
+    int8 = sum(d["int8"] for d in layers)
+    parts = "; ".join(f"{n}× {why}" for why, n in sorted(kept.items(), key=lambda kv: -kv[1]))
+    return f"{int8} of {len(layers)} convs int8" + (f"; kept float: {parts}" if parts else "")
