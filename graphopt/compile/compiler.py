@@ -84,6 +84,10 @@ class CompileOptions:
         from runtime.metadata import input_size_problem
         from runtime.sources import ImageProblem, load_image
 
+        if self.ncnn_int8 is not None and self.target.backend != "ncnn":
+            raise GraphoptError(
+                f"--int8 is for NCNN targets (pi5-ncnn); {self.target.name} quantizes with onnxruntime already"
+            )
         suffix = self.source.suffix.lower()
         if suffix not in (".pt", ".pth", ".onnx"):
             raise GraphoptError(f"{self.source}: expected a .pt checkpoint or an .onnx model")
@@ -111,10 +115,6 @@ class CompileOptions:
             raise GraphoptError(f"--budget {self.budget}: points of mAP50-95, in [0, 100]")
         if self.rounds < 1:
             raise GraphoptError("--rounds must be at least 1")
-        if self.ncnn_int8 is not None and self.target.backend != "ncnn":
-            raise GraphoptError(
-                f"--int8 is for NCNN targets (pi5-ncnn); {self.target.name} quantizes with onnxruntime already"
-            )
         try:
             load_image(self.image)
         except ImageProblem as exc:

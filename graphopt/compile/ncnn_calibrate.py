@@ -71,16 +71,16 @@ def kl_threshold(histogram: np.ndarray, absmax: float) -> float:
     total = histogram.sum()
     if total == 0 or absmax == 0:
         return absmax or 1.0
-    h = histogram.astype(np.float64) / total
-    cum = np.concatenate([[0.0], np.cumsum(h)])
-    hpad = np.append(h, 0.0)
-    tail = cum[-1] - cum  # mass at and above each bin
-    k = np.arange(HISTOGRAM_BINS, dtype=np.float64)
+    h = (histogram.astype(np.float64) / total).astype(np.float32)  # float32: half the memory traffic
+    cum = np.concatenate([[0.0], np.cumsum(h, dtype=np.float64)]).astype(np.float32)
+    hpad = np.append(h, np.float32(0.0))
+    tail = (histogram[::-1].cumsum()[::-1] / total).astype(np.float32)  # mass at and above each bin
+    k = np.arange(HISTOGRAM_BINS, dtype=np.float32)
     best_kl, best_t = math.inf, TARGET_BINS
     for chunk in np.array_split(np.arange(TARGET_BINS, HISTOGRAM_BINS), 8):
-        t = chunk[:, None].astype(np.float64)
+        t = chunk[:, None].astype(np.float32)
         per = t / TARGET_BINS
-        edges = np.arange(TARGET_BINS + 1) * per
+        edges = np.arange(TARGET_BINS + 1, dtype=np.float32) * per
         lower = np.floor(edges).astype(np.int64)
         at = cum[lower] + (edges - lower) * hpad[lower]  # cumulative mass up to a fractional bin edge
         q = np.diff(at, axis=1) / per  # mean mass per source bin inside each of the 128 levels
@@ -90,9 +90,9 @@ def kl_threshold(histogram: np.ndarray, absmax: float) -> float:
         expand = w0 * np.take_along_axis(q, j0, 1) + (1.0 - w0) * np.take_along_axis(q, j1, 1) + KL_EPS
         inside = k < t
         last = k == t - 1
-        p = np.where(inside, h, 0.0) + np.where(last, tail[chunk][:, None], 0.0)  # the clipped mass joins bin t-1
+        p = np.where(inside, h, np.float32(0)) + np.where(last, tail[chunk][:, None], np.float32(0))  # the clipped mass joins bin t-1
         p = p + KL_EPS
-        kl = np.where(inside, p * np.log(p / expand), 0.0).sum(1)
+        kl = np.where(inside, p * np.log(p / expand), np.float32(0)).sum(1, dtype=np.float64)
         i = int(np.argmin(kl))
         if kl[i] < best_kl:
             best_kl, best_t = float(kl[i]), int(chunk[i])

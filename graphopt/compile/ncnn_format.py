@@ -229,9 +229,10 @@ def _tagged(values: np.ndarray, tag: int) -> bytes:
     return np.uint32(tag).astype("<u4").tobytes() + payload + b"\0" * (_aligned(len(payload)) - len(payload))
 
 
-def bin_bytes(model: NcnnModel, int8_layers: set[str]) -> bytes:
+def bin_bytes(model: NcnnModel, int8_layers: set[str], float_tag: int = TAG_FP16) -> bytes:
     """The .bin for `model`: `int8_layers`' weights as int8 (their arrays hold the rounded values),
-    every other tagged array as fp16 (as ncnn2int8 stores what it does not quantize), raw arrays fp32."""
+    every other tagged array as `float_tag` (fp16, as ncnn2int8 stores what it does not quantize;
+    TAG_FP32 writes an fp32 model), raw arrays fp32."""
     out = bytearray()
     for layer in model.layers:
         specs = array_specs(layer)
@@ -241,7 +242,7 @@ def bin_bytes(model: NcnnModel, int8_layers: set[str]) -> bytes:
             if values.size != spec.count:
                 raise NcnnFormatError(f"layer {layer.name}: {spec.role} has {values.size} values, expected {spec.count}")
             if spec.tagged:
-                out += _tagged(values, TAG_INT8 if layer.name in int8_layers and spec.role == "weight" else TAG_FP16)
+                out += _tagged(values, TAG_INT8 if layer.name in int8_layers and spec.role == "weight" else float_tag)
             else:
                 out += values.astype("<f4").tobytes()
     return bytes(out)
