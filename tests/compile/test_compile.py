@@ -177,7 +177,7 @@ def test_compile_pi5_ncnn_converts(model: Path, tmp_path: Path) -> None:
     report = json.loads(r.out)
     assert [s["stage"] for s in report["stages"]] == ["input", "lossless", "convert"]
     assert report["stages"][-1]["backend"] == "ncnn" and (out / "ncnn" / "1-lossless.ncnn.param").is_file()
-    assert any("NCNN int8 is not produced" in n for n in report["stages"][-1]["notes"])
+    assert any("add --int8" in n for n in report["stages"][-1]["notes"])  # fp16 unless asked
 
 
 def test_compile_prune_and_baseline(model: Path, tmp_path: Path) -> None:
