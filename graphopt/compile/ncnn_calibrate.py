@@ -66,37 +66,43 @@ class BlobStat:
 
 
 def kl_threshold(histogram: np.ndarray, absmax: float) -> float:
-    """ncnn2table's KL threshold: merged 128-level distribution against the clipped one, every
-    candidate threshold bin at once (a [thresholds, bins] array, evaluated in chunks)."""
+    """ncnn2table's KL threshold, exactly, for every candidate threshold bin t at once.
+
+    The expanded distribution is constant (the level's mean q_j) over the bins a level covers
+    whole, so its KL terms sum from prefix sums of p and p·log p; only the one bin split by each
+    fractional level edge is taken alone. That is O(128) per t instead of O(t)."""
     total = histogram.sum()
     if total == 0 or absmax == 0:
         return absmax or 1.0
-    h = (histogram.astype(np.float64) / total).astype(np.float32)  # float32: half the memory traffic
-    cum = np.concatenate([[0.0], np.cumsum(h, dtype=np.float64)]).astype(np.float32)
-    hpad = np.append(h, np.float32(0.0))
-    tail = (histogram[::-1].cumsum()[::-1] / total).astype(np.float32)  # mass at and above each bin
-    k = np.arange(HISTOGRAM_BINS, dtype=np.float32)
-    best_kl, best_t = math.inf, TARGET_BINS
-    for chunk in np.array_split(np.arange(TARGET_BINS, HISTOGRAM_BINS), 8):
-        t = chunk[:, None].astype(np.float32)
-        per = t / TARGET_BINS
-        edges = np.arange(TARGET_BINS + 1, dtype=np.float32) * per
-        lower = np.floor(edges).astype(np.int64)
-        at = cum[lower] + (edges - lower) * hpad[lower]  # cumulative mass up to a fractional bin edge
-        q = np.diff(at, axis=1) / per  # mean mass per source bin inside each of the 128 levels
-        j0 = np.minimum((k / per).astype(np.int64), TARGET_BINS - 1)
-        w0 = np.clip(np.minimum(k + 1.0, (j0 + 1) * per) - k, 0.0, 1.0)  # share of bin k in level j0
-        j1 = np.minimum(j0 + 1, TARGET_BINS - 1)
-        expand = w0 * np.take_along_axis(q, j0, 1) + (1.0 - w0) * np.take_along_axis(q, j1, 1) + KL_EPS
-        inside = k < t
-        last = k == t - 1
-        p = np.where(inside, h, np.float32(0)) + np.where(last, tail[chunk][:, None], np.float32(0))  # the clipped mass joins bin t-1
-        p = p + KL_EPS
-        kl = np.where(inside, p * np.log(p / expand), np.float32(0)).sum(1, dtype=np.float64)
-        i = int(np.argmin(kl))
-        if kl[i] < best_kl:
-            best_kl, best_t = float(kl[i]), int(chunk[i])
-    return (best_t + 0.5) * absmax / HISTOGRAM_BINS
+    h = histogram.astype(np.float64) / total
+    p = h + KL_EPS
+    cum = np.concatenate([[0.0], np.cumsum(h)])  # mass of bins [0, k)
+    psum = np.concatenate([[0.0], np.cumsum(p)])
+    plogp = np.concatenate([[0.0], np.cumsum(p * np.log(p))])
+    tail = cum[-1] - cum[:-1]  # mass of bins [k, 2048)
+    t = np.arange(TARGET_BINS, HISTOGRAM_BINS)[:, None]
+    per = t / TARGET_BINS
+    edges = np.arange(TARGET_BINS + 1) * per  # [T, 129] fractional level edges
+    lower = np.floor(edges).astype(np.int64)
+    frac = edges - lower
+    hpad = np.append(h, 0.0)
+    at = cum[lower] + frac * hpad[lower]  # mass up to each edge
+    q = np.diff(at, axis=1) / per + KL_EPS  # the expanded value of a bin a level covers whole
+    whole_lo = np.where(frac[:, :-1] > 0, lower[:, :-1] + 1, lower[:, :-1])  # first whole bin of level j
+    whole_hi = lower[:, 1:]  # one past its last whole bin
+    last = t[:, 0] - 1  # bin t-1 also holds the clipped mass beyond t
+    p_last = tail[last] + KL_EPS
+    mass = psum[whole_hi] - psum[whole_lo]
+    mass[:, -1] += p_last - p[last]  # level 127 ends at bin t-1
+    cross = (mass * np.log(q)).sum(1)
+    split = frac[:, 1:-1] > 0  # the bin under inner edge j+1, shared by levels j and j+1
+    kb = lower[:, 1:-1]
+    shared = frac[:, 1:-1] * (q[:, :-1] - KL_EPS) + (1 - frac[:, 1:-1]) * (q[:, 1:] - KL_EPS) + KL_EPS
+    cross += np.where(split, p[kb] * np.log(shared), 0.0).sum(1)
+    self_term = plogp[last] + p_last * np.log(p_last)
+    kl = self_term - cross
+    best = int(t[int(np.argmin(kl)), 0])
+    return (best + 0.5) * absmax / HISTOGRAM_BINS
 
 
 def aciq_threshold(absmax: float, elements: int) -> float:

@@ -218,3 +218,22 @@ def test_int8_cli_mistakes_are_one_line(tmp_path: Path) -> None:
     line = one_error_line(run_cli("compile", model, "--target", "pi5-ort", "--int8", "-o", tmp_path / "c"))
     assert "--int8 is for NCNN targets" in line
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
+def test_kl_threshold_clips_a_sparse_tail_and_keeps_a_uniform_range() -> None:
+    from graphopt.compile.ncnn_calibrate import HISTOGRAM_BINS, aciq_threshold, kl_threshold
+
+    rng = np.random.default_rng(0)
+
+    def hist(values: np.ndarray) -> tuple[np.ndarray, float]:
+        a = np.abs(values)
+        idx = np.minimum((a / a.max() * HISTOGRAM_BINS).astype(np.int64), HISTOGRAM_BINS - 1)
+        return np.bincount(idx, minlength=HISTOGRAM_BINS), float(a.max())
+
+    laplace = np.append(rng.laplace(0, 1, 200_000), 60.0)  # one outlier stretches the range
+    h, absmax = hist(laplace)
+    assert kl_threshold(h, absmax) < 0.3 * absmax
+    # ACIQ sees only absmax and the element count: the larger the blob, the harder it clips
+    assert aciq_threshold(absmax, 10**6) < aciq_threshold(absmax, 10**3) < absmax
+    h, absmax = hist(rng.uniform(-1, 1, 200_000))  # nothing to clip
+    assert kl_threshold(h, absmax) > 0.9 * absmax
