@@ -309,16 +309,26 @@ class Compiler:
         return stage
 
     def _convert_int8(self, source: Stage, out: Path) -> Stage:
-        from graphopt.compile.ncnn_int8 import convert_to_ncnn_int8, decision_summary
+        from graphopt.compile.ncnn import convert_to_ncnn
+        from graphopt.compile.ncnn_int8 import NoInt8Layer, convert_to_ncnn_int8, decision_summary
 
         mode = self.opts.ncnn_int8 or "mixed"
-        result = convert_to_ncnn_int8(
-            source.artifact,  # type: ignore[arg-type]
-            out,
-            self.calibration,
-            mode,
-            verify_image=self.opts.image,
-        )
+        try:
+            result = convert_to_ncnn_int8(
+                source.artifact,  # type: ignore[arg-type]
+                out,
+                self.calibration,
+                mode,
+                verify_image=self.opts.image,
+            )
+        except NoInt8Layer as exc:  # nothing pays in int8 on NCNN: the fp16 model is what deploys
+            fp16 = convert_to_ncnn(source.artifact, out, fp16=True, verify_image=self.opts.image)
+            stage = Stage("convert", Path(fp16["param"]).parent, backend="ncnn", parent=source.name, precision="fp16")
+            stage.notes.append(
+                f"NCNN int8 ({mode}): not written — {decision_summary([d.as_dict() for d in exc.decisions])}; "
+                "deployed the fp16 NCNN model (--int8 all forces int8)"
+            )
+            return stage
         stage = Stage("convert", out, backend="ncnn", parent=source.name, precision="int8")
         stage.lossy = True
         v = result["verified"]

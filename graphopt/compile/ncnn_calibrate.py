@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphopt.compile.ncnn_format import NcnnLayer
+from graphopt.core.errors import GraphoptError
 
 HISTOGRAM_BINS = 2048
 TARGET_BINS = 128
@@ -129,7 +130,7 @@ class Calibrator:
         for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_int8_inference"):
             setattr(self.net.opt, flag, False)  # the reference is fp32 arithmetic
         if self.net.load_param(param) != 0 or self.net.load_model(weights) != 0:
-            raise ValueError(f"{param}: ncnn cannot load the fp32 model")
+            raise GraphoptError(f"{param}: ncnn cannot load the fp32 model")
         self.input_blob, self.blobs = input_blob, blobs
         self.stats = {b: BlobStat() for b in blobs}
         self.images = 0
@@ -141,7 +142,7 @@ class Calibrator:
         for b in self.blobs:
             ret, mat = ex.extract(b)
             if ret != 0:
-                raise ValueError(f"ncnn could not compute blob '{b}'")
+                raise GraphoptError(f"ncnn could not compute blob '{b}' of the fp32 model")
             yield b, np.abs(np.array(mat, dtype=np.float32))
 
     def absmax_pass(self, images: Iterable[np.ndarray]) -> None:

@@ -51,6 +51,14 @@ MAX_SCORE_ERROR = 0.1  # mean |Δ best class score| on the anchors the fp32 mode
 MAX_BOX_ERROR_PX = 8.0  # mean |Δ xywh| of those anchors, input pixels (Yolo-Fastest KL: 2.5)
 
 
+class NoInt8Layer(GraphoptError):
+    """`mixed` found no conv where int8 pays on NCNN (e.g. every conv is followed by Swish)."""
+
+    def __init__(self, message: str, decisions: list[LayerDecision]) -> None:
+        super().__init__(message)
+        self.decisions = decisions
+
+
 @dataclass
 class LayerDecision:
     layer: str
@@ -241,6 +249,7 @@ def write_int8(
     `out_dir` must already be checked as an output folder; files are written atomically, the
     .param last (a folder with it is complete)."""
     from runtime.backends import ncnn_files
+    from runtime.files import FileProblem, read_text
     from runtime.metadata import parse_metadata
 
     if method not in METHODS:
@@ -248,17 +257,28 @@ def write_int8(
     if not 1 <= samples <= 100_000:
         raise GraphoptError(f"--samples {samples}: expected 1..100000 calibration images")
     param, weights, sidecar_path = ncnn_files(fp32_param)
-    sidecar = json.loads(sidecar_path.read_text())
+    try:
+        sidecar = json.loads(read_text(sidecar_path, "NCNN sidecar (.json)"))
+        shape = [int(d) for d in sidecar["inputs"][0]["shape"]]
+        input_blob = str(sidecar["inputs"][0]["name"])
+        raw_meta = dict(sidecar.get("metadata") or {})
+    except FileProblem as exc:
+        raise GraphoptError(str(exc)) from None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise GraphoptError(f"{sidecar_path}: not the sidecar `convert` writes ({type(exc).__name__}: {exc})") from None
+    if len(shape) != 4:
+        raise GraphoptError(f"{sidecar_path}: input shape {shape} is not [1, 3, H, W]")
     model = read_model(param, weights)
     decisions = decide_layers(model, mode)
     if not any(d.int8 for d in decisions):
         reasons = "; ".join(sorted({d.reason for d in decisions}))[:300]
-        raise GraphoptError(f"no layer of this model pays in int8 on NCNN ({reasons}); use --int8 all to force it")
-    shape = sidecar["inputs"][0]["shape"]
-    meta = parse_metadata({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in sidecar["metadata"].items()})
-    images = _images(data, meta.preprocess, (int(shape[2]), int(shape[3])), samples)
+        raise NoInt8Layer(
+            f"no layer of this model pays in int8 on NCNN ({reasons}); use --int8 all to force it", decisions
+        )
+    meta = parse_metadata({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw_meta.items()})
+    images = _images(data, meta.preprocess, (shape[2], shape[3]), samples)
     blobs = int8_blobs(model, decisions)
-    calib = Calibrator(str(param), str(weights), sidecar["inputs"][0]["name"], blobs, threads)
+    calib = Calibrator(str(param), str(weights), input_blob, blobs, threads)
     calib.absmax_pass(images)
     if method == "kl":
         calib.histogram_pass(images)
