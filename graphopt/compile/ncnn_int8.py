@@ -67,6 +67,7 @@ class LayerDecision:
     int8: bool
     reason: str
     requantize: bool = False
+    rule: str = ""  # the reason's kind, for summaries: head | swish | no-fusion | fused | feeds-int8 | all | dynamic
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,13 +109,13 @@ def decide_layers(model: NcnnModel, mode: str) -> list[LayerDecision]:
         if layer.geti(8, 0):
             raise GraphoptError(f"layer {layer.name} is int8 already (8={layer.geti(8)}); convert a float model")
         if layer.geti(19, 0):
-            d.reason = "dynamic weights (a second input): not quantizable"
+            d.reason, d.rule = "dynamic weights (a second input): not quantizable", "dynamic"
         elif layer.name in heads:
-            d.reason = "head output conv: it and everything after stay float (as quantize keeps them)"
+            d.reason, d.rule = "head output conv: it and everything after stay float (as quantize keeps them)", "head"
         elif mode == "all":
-            d.int8, d.reason = True, "--int8 all"
+            d.int8, d.reason, d.rule = True, "--int8 all", "all"
         elif act_id in FUSED_ACTIVATIONS:
-            d.int8, d.reason = True, f"{act} fuses into the int8 conv"
+            d.int8, d.reason, d.rule = True, f"{act} fuses into the int8 conv", "fused"
         decisions[layer.name] = d
     if mode == "mixed":  # a conv without activation pays where its int8 output feeds int8 convs
         changed = True
@@ -126,7 +127,7 @@ def decide_layers(model: NcnnModel, mode: str) -> list[LayerDecision]:
                     continue
                 nxt = _next_layers(model, layer)
                 if nxt and all(decisions.get(n.name) is not None and decisions[n.name].int8 for n in nxt):
-                    d.int8, d.reason = True, "feeds int8 conv(s) only: requantize fused"
+                    d.int8, d.reason, d.rule = True, "feeds int8 conv(s) only: requantize fused", "feeds-int8"
                     changed = True
         for layer in model.layers:
             d = decisions.get(layer.name)
@@ -134,11 +135,13 @@ def decide_layers(model: NcnnModel, mode: str) -> list[LayerDecision]:
                 continue
             kinds = sorted({n.type for n in _next_layers(model, layer)}) or ["the output"]
             if "Swish" in kinds:
+                d.rule = "swish"
                 d.reason = (
                     "followed by Swish, which NCNN does not fuse into an int8 conv: int8 would dequantize "
                     "to float and back around it (kept fp16)"
                 )
             else:
+                d.rule = "no-fusion"
                 d.reason = f"no fused activation and its output goes to {', '.join(kinds)}, not int8 convs (kept fp16)"
     for layer in model.layers:  # requantize: an int8 conv whose every reader is an int8 conv of one input
         d = decisions.get(layer.name)
@@ -360,13 +363,20 @@ def convert_to_ncnn_int8(
     return result
 
 
+RULES_KEPT = {
+    "head": "head output convs",
+    "swish": "followed by Swish (not fused by NCNN)",
+    "no-fusion": "no fused activation, output not to int8 convs",
+    "dynamic": "dynamic weights",
+}
+
+
 def decision_summary(layers: list[dict[str, Any]]) -> str:
     """One line for reports: how many convs went int8, and why the others were kept."""
     kept: dict[str, int] = {}
     for d in layers:
         if not d["int8"]:
-            why = d["reason"].split(":")[0].split(",")[0]
-            kept[why] = kept.get(why, 0) + 1
+            kept[d["rule"]] = kept.get(d["rule"], 0) + 1
     int8 = sum(d["int8"] for d in layers)
-    parts = "; ".join(f"{n}× {why}" for why, n in sorted(kept.items(), key=lambda kv: -kv[1]))
+    parts = ", ".join(f"{n} {RULES_KEPT.get(rule, rule)}" for rule, n in sorted(kept.items(), key=lambda kv: -kv[1]))
     return f"{int8} of {len(layers)} convs int8" + (f"; kept float: {parts}" if parts else "")
