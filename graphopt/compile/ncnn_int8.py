@@ -83,6 +83,23 @@ def _next_layers(model: NcnnModel, layer: NcnnLayer) -> list[NcnnLayer]:
     return out
 
 
+def _silu_as_mul(model: NcnnModel, layer: NcnnLayer) -> bool:
+    """x·sigmoid(x) spelled out (Sigmoid, then a BinaryOp multiply reading x too): Swish by another name."""
+    nxt = _next_layers(model, layer)
+    consumers = model.consumers()
+    muls = {n.name for n in nxt if n.type == "BinaryOp" and n.geti(0, 0) == 2}
+    return any(
+        c.name in muls for n in nxt if n.type == "Sigmoid" for t in n.tops for c in _through_split(consumers, t)
+    )
+
+
+def _through_split(consumers: dict[str, list[NcnnLayer]], blob: str) -> list[NcnnLayer]:
+    out: list[NcnnLayer] = []
+    for c in consumers.get(blob, []):
+        out += [x for t in c.tops for x in _through_split(consumers, t)] if c.type == "Split" else [c]
+    return out
+
+
 def _output_convs(model: NcnnModel) -> set[str]:
     """Convs with no conv after them: the head's output convs (what follows them is the decode)."""
     consumers = model.consumers()
@@ -134,10 +151,10 @@ def decide_layers(model: NcnnModel, mode: str) -> list[LayerDecision]:
             if d is None or d.reason:
                 continue
             kinds = sorted({n.type for n in _next_layers(model, layer)}) or ["the output"]
-            if "Swish" in kinds:
+            if "Swish" in kinds or _silu_as_mul(model, layer):
                 d.rule = "swish"
                 d.reason = (
-                    "followed by Swish, which NCNN does not fuse into an int8 conv: int8 would dequantize "
+                    "followed by Swish (SiLU), which NCNN does not fuse into an int8 conv: int8 would dequantize "
                     "to float and back around it (kept fp16)"
                 )
             else:

@@ -237,3 +237,20 @@ def test_kl_threshold_clips_a_sparse_tail_and_keeps_a_uniform_range() -> None:
     assert aciq_threshold(absmax, 10**6) < aciq_threshold(absmax, 10**4) < absmax
     h, absmax = hist(rng.uniform(-1, 1, 200_000))  # nothing to clip
     assert kl_threshold(h, absmax) > 0.9 * absmax
+
+
+def test_policy_sees_silu_spelled_as_x_times_sigmoid_x() -> None:
+    layers = [
+        NcnnLayer("Input", "in0", [], ["in0"], []),
+        _conv("Convolution", "c0", "in0", "a", 3, 8, 3, 1, []),
+        NcnnLayer("Split", "split0", ["a"], ["a0", "a1"], []),
+        NcnnLayer("Sigmoid", "sig0", ["a0"], ["s"], []),
+        NcnnLayer("BinaryOp", "mul0", ["a1", "s"], ["m"], [(0, "2")]),
+        _conv("Convolution", "c1", "m", "b", 8, 8, 3, 1, LEAKY),
+        _conv("Convolution", "head", "b", "out0", 8, 4, 1, 1, []),
+    ]
+    decisions = {d.layer: d for d in ncnn_int8.decide_layers(NcnnModel(layers, len(layers)), "mixed")}
+    assert not decisions["c0"].int8 and decisions["c0"].rule == "swish"
+    layers[4].params = [(0, "0")]  # x + sigmoid(x) is no SiLU: the conv is kept for another reason
+    decisions = {d.layer: d for d in ncnn_int8.decide_layers(NcnnModel(layers, len(layers)), "mixed")}
+    assert not decisions["c0"].int8 and decisions["c0"].rule == "no-fusion"
