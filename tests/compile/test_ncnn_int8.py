@@ -254,3 +254,17 @@ def test_policy_sees_silu_spelled_as_x_times_sigmoid_x() -> None:
     layers[4].params = [(0, "0")]  # x + sigmoid(x) is no SiLU: the conv is kept for another reason
     decisions = {d.layer: d for d in ncnn_int8.decide_layers(NcnnModel(layers, len(layers)), "mixed")}
     assert not decisions["c0"].int8 and decisions["c0"].rule == "no-fusion"
+
+
+def test_convert_int8_failing_verification_exits_with_one_line_and_leaves_nothing(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import REPO, need_pnnx
+
+    need_pnnx()
+    monkeypatch.setattr(ncnn_int8, "MIN_COSINE", 1.0 + 1e-6)  # no int8 model is exact
+    out = tmp_path / "ncnn"
+    calib = REPO / "graphopt" / "assets" / "calib"
+    r = run_cli("convert", demo, "--to", "ncnn", "--int8", "all", "--samples", "2", "--data", calib, "-o", out)
+    assert "nothing was written" in one_error_line(r, code=1)  # a failed check, as convert's fp32 check
+    assert not out.exists() or list(out.iterdir()) == []
