@@ -585,10 +585,11 @@ def compile_command(
 )
 @click.option(
     "--calibration",
-    type=click.Choice(["kl", "aciq"]),
-    default="kl",
+    type=click.Choice(["auto", "kl", "aciq"]),
+    default="auto",
     show_default=True,
-    help="--int8 activation scales: KL (2048-bin histogram) or ACIQ (Gaussian clip).",
+    help="--int8 activation scales: KL (2048-bin histogram), ACIQ (Gaussian clip), or auto: both, "
+    "keeping the one whose model agrees best with fp32 on the calibration images.",
 )
 @click.option(
     "--samples",

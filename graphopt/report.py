@@ -315,6 +315,14 @@ def print_ncnn_int8(r: dict[str, Any]) -> None:
         f" fused), {r['calibration']} calibration on {r['calibration_images']} images; vs the fp32 NCNN model on"
         f" {v['images']} calibration images: cosine {v['cosine']:.5f}{errors}"
     )
+    if r.get("calibration_compared"):
+        out.print(
+            "calibration compared (score error vs fp32 on the calibration images): "
+            + ", ".join(
+                f"{m} {c.get('score_error', 1 - c['cosine']):.4f}" for m, c in r["calibration_compared"].items()
+            )
+            + f" — kept {r['calibration']}"
+        )
     table = Table(title="layers", title_justify="left")
     for col in ("layer", "type", "activation", "precision", "why"):
         table.add_column(col)

@@ -42,6 +42,7 @@ from graphopt.core.errors import GraphoptError, VerificationError
 from graphopt.core.fileio import atomic_write
 
 MODES = ("mixed", "all")
+CHOICES = (*METHODS, "auto")  # auto: both tables, the one whose model agrees best with fp32 is kept
 DEFAULT_SAMPLES = 64  # calibration images, as `quantize`
 VERIFY_IMAGES = 4
 # The int8 model against its own fp32 NCNN model on calibration images. An int8 detector that keeps
@@ -246,12 +247,13 @@ def _verify(fp32_dir: Path, int8_dir: Path, images: list[np.ndarray], head: str 
         problems.append(f"mean score error {result['score_error']:.3f} > {MAX_SCORE_ERROR}")
     if result.get("box_error_px", 0.0) > MAX_BOX_ERROR_PX:
         problems.append(f"mean box error {result['box_error_px']:.2f} px > {MAX_BOX_ERROR_PX}")
-    if problems:
-        raise VerificationError(
-            f"NCNN int8 differs from its fp32 model on {len(images)} calibration images ({'; '.join(problems)}); "
-            "nothing was written"
-        )
+    result["problems"] = problems
     return result
+
+
+def _agreement(check: dict[str, Any]) -> float:
+    """Lower is closer to the fp32 model: the score error where the head is known, else 1 - cosine."""
+    return float(check.get("score_error", 1.0 - check["cosine"]))
 
 
 def write_int8(
@@ -260,7 +262,7 @@ def write_int8(
     stem: str,
     data: str | Path,
     mode: str = "mixed",
-    method: str = "kl",
+    method: str = "auto",
     samples: int = DEFAULT_SAMPLES,
     threads: int = 2,
 ) -> dict[str, Any]:
@@ -272,8 +274,8 @@ def write_int8(
     from runtime.files import FileProblem, read_text
     from runtime.metadata import parse_metadata
 
-    if method not in METHODS:
-        raise GraphoptError(f"--calibration {method}: expected one of {', '.join(METHODS)}")
+    if method not in CHOICES:
+        raise GraphoptError(f"--calibration {method}: expected one of {', '.join(CHOICES)}")
     if not 1 <= samples <= 100_000:
         raise GraphoptError(f"--samples {samples}: expected 1..100000 calibration images")
     param, weights, sidecar_path = ncnn_files(fp32_param)
@@ -300,32 +302,47 @@ def write_int8(
     blobs = int8_blobs(model, decisions)
     calib = Calibrator(str(param), str(weights), input_blob, blobs, threads)
     calib.absmax_pass(images)
-    if method == "kl":
+    methods = list(METHODS) if method == "auto" else [method]
+    if "kl" in methods:
         calib.histogram_pass(images)
-    scales = calib.scales(method)
-    chosen = apply_int8(model, decisions, scales)
     int8_sidecar = dict(sidecar)
     int8_sidecar["fp16"] = True  # what is not int8 is stored (and, on the Pi, computed) in fp16
-    int8_sidecar["int8"] = {
-        "mode": mode,
-        "calibration": method,
-        "calibration_images": len(images),
-        "int8_layers": len(chosen),
-        "conv_layers": len(decisions),
-        "requantize_fused": sum(d.requantize for d in decisions),
-        "writer": "graphopt (ncnn2int8 layout: int8 convs, fp16 elsewhere)",
-        "layers": [d.as_dict() for d in decisions],  # what was kept float and why
-    }
     with tempfile.TemporaryDirectory(prefix="graphopt-ncnn-int8-") as tmp:
-        staged = {k: Path(tmp) / f"{stem}.ncnn.{k}" for k in ("param", "bin", "json")}
-        staged["param"].write_text(param_text(model))
-        staged["bin"].write_bytes(bin_bytes(model, chosen))
-        staged["json"].write_text(json.dumps(int8_sidecar, indent=2, default=str) + "\n")
-        layout = check_files(staged["param"], staged["bin"])
-        if layout["int8_layers"] != len(chosen):
-            raise NcnnFormatError(f"{staged['param']}: {layout['int8_layers']} int8 layers written, {len(chosen)} chosen")
-        check = _verify(param.parent, Path(tmp), images[:VERIFY_IMAGES], meta.head)
-        int8_sidecar["int8"]["verified"] = check
+        candidates = {}
+        for m in methods:  # `auto`: both tables, measured against each other on the calibration images
+            folder = Path(tmp) / m
+            folder.mkdir()
+            candidate = read_model(param, weights)
+            chosen = apply_int8(candidate, decisions, calib.scales(m))
+            staged = {k: folder / f"{stem}.ncnn.{k}" for k in ("param", "bin", "json")}
+            staged["param"].write_text(param_text(candidate))
+            staged["bin"].write_bytes(bin_bytes(candidate, chosen))
+            staged["json"].write_text(json.dumps(int8_sidecar, indent=2, default=str) + "\n")
+            layout = check_files(staged["param"], staged["bin"])
+            if layout["int8_layers"] != len(chosen):
+                raise NcnnFormatError(
+                    f"{staged['param']}: {layout['int8_layers']} int8 layers written, {len(chosen)} chosen"
+                )
+            candidates[m] = (staged, chosen, _verify(param.parent, folder, images[:VERIFY_IMAGES], meta.head))
+        method = min(candidates, key=lambda m: (bool(candidates[m][2]["problems"]), _agreement(candidates[m][2])))
+        staged, chosen, check = candidates[method]
+        if check["problems"]:
+            raise VerificationError(
+                f"NCNN int8 ({method}) differs from its fp32 model on {check['images']} calibration images "
+                f"({'; '.join(check['problems'])}); nothing was written"
+            )
+        int8_sidecar["int8"] = {
+            "mode": mode,
+            "calibration": method,
+            "calibration_compared": {m: c[2] for m, c in candidates.items()} if len(candidates) > 1 else None,
+            "calibration_images": len(images),
+            "int8_layers": len(chosen),
+            "conv_layers": len(decisions),
+            "requantize_fused": sum(d.requantize for d in decisions),
+            "writer": "graphopt (ncnn2int8 layout: int8 convs, fp16 elsewhere)",
+            "verified": check,
+            "layers": [d.as_dict() for d in decisions],  # what was kept float and why
+        }
         staged["json"].write_text(json.dumps(int8_sidecar, indent=2, default=str) + "\n")
         finals = {k: out_dir / p.name for k, p in staged.items()}
         for kind in ("bin", "json", "param"):
@@ -337,6 +354,7 @@ def write_int8(
         "bin_bytes": finals["bin"].stat().st_size,
         "mode": mode,
         "calibration": method,
+        "calibration_compared": int8_sidecar["int8"]["calibration_compared"],
         "calibration_images": len(images),
         "int8_layers": len(chosen),
         "conv_layers": len(decisions),
@@ -351,7 +369,7 @@ def convert_to_ncnn_int8(
     out_dir: str | Path,
     data: str | Path,
     mode: str = "mixed",
-    method: str = "kl",
+    method: str = "auto",
     samples: int = DEFAULT_SAMPLES,
     verify_image: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -361,8 +379,8 @@ def convert_to_ncnn_int8(
 
     if mode not in MODES:
         raise GraphoptError(f"--int8 {mode}: expected one of {', '.join(MODES)}")
-    if method not in METHODS:
-        raise GraphoptError(f"--calibration {method}: expected one of {', '.join(METHODS)}")
+    if method not in CHOICES:
+        raise GraphoptError(f"--calibration {method}: expected one of {', '.join(CHOICES)}")
     src, out = Path(model_path), Path(out_dir)
     stem = src.name.removesuffix(".onnx")
     try:  # every output is checked before any work

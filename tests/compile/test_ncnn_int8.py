@@ -268,3 +268,16 @@ def test_convert_int8_failing_verification_exits_with_one_line_and_leaves_nothin
     r = run_cli("convert", demo, "--to", "ncnn", "--int8", "all", "--samples", "2", "--data", calib, "-o", out)
     assert "nothing was written" in one_error_line(r, code=1)  # a failed check, as convert's fp32 check
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_auto_calibration_keeps_the_table_that_agrees_best_with_fp32(
+    fp32_pair: Path, images: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "int8"
+    out.mkdir()
+    r = ncnn_int8.write_int8(fp32_pair / "tiny.ncnn.param", out, "tiny", images, "all", "auto", samples=4)
+    compared = r["calibration_compared"]
+    assert set(compared) == {"kl", "aciq"}
+    error = {m: 1 - c["cosine"] for m, c in compared.items()}  # the tiny net has no YOLO head: cosine decides
+    assert r["calibration"] == min(error, key=error.get)
+    assert json.loads((out / "tiny.ncnn.json").read_text())["int8"]["calibration"] == r["calibration"]
