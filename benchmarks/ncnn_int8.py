@@ -135,6 +135,11 @@ def report(title: str, made: dict[str, dict[str, Any]], as_json: bool) -> None:
             f"| {n} | {m['bin_bytes']:,} | {convs} | {100 * m['map50']:.1f} | {100 * m['map50_95']:.1f} | "
             f"{m['loss_points_vs_fp32']:+.2f} | {ms} |"
         )
+    for mode in ("mixed", "all"):  # what --calibration auto keeps: the lower score error vs fp32 (calibration images)
+        tried = {n: m for n, m in made.items() if n.startswith(f"int8-{mode}-") and "verified" in m}
+        if len(tried) > 1:
+            pick = min(tried, key=lambda n: tried[n]["verified"].get("score_error", 1 - tried[n]["verified"]["cosine"]))
+            print(f"\n--calibration auto ({mode}) keeps {pick.rsplit('-', 1)[1]}")
     for n, m in made.items():
         if "layers" in m and n.endswith("-kl"):
             print(f"\n{n}: per-layer decisions" + (f" — not written: {m['refused']}" if "refused" in m else ""))
