@@ -293,10 +293,8 @@ def write_int8(
     model = read_model(param, weights)
     decisions = decide_layers(model, mode)
     if not any(d.int8 for d in decisions):
-        reasons = "; ".join(sorted({d.reason for d in decisions}))[:300]
-        raise NoInt8Layer(
-            f"no layer of this model pays in int8 on NCNN ({reasons}); use --int8 all to force it", decisions
-        )
+        summary = decision_summary([d.as_dict() for d in decisions])
+        raise NoInt8Layer(f"no conv of this model pays in int8 on NCNN ({summary}); use --int8 all to force it", decisions)
     meta = parse_metadata({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw_meta.items()})
     images = _images(data, meta.preprocess, (shape[2], shape[3]), samples)
     blobs = int8_blobs(model, decisions)
