@@ -490,6 +490,15 @@ def detect(
     is_flag=True,
     help="Deploy every lossy stage (prune, int8) even where it does not pay on the target.",
 )
+@click.option(
+    "--int8",
+    "ncnn_int8",
+    type=click.Choice(["mixed", "all"]),
+    is_flag=False,
+    flag_value="mixed",
+    default=None,
+    help="pi5-ncnn: an int8 NCNN model (mixed: where NCNN's kernels pay; all: every conv but the head's).",
+)
 @click.option("--repo", help="Training repo checkout the checkpoint needs (as for export).")
 @click.option("--trust", is_flag=True, help="Allow full unpickling of the checkpoint (runs code from it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -506,6 +515,7 @@ def compile_command(
     rounds: int,
     search: bool,
     keep_lossy: bool,
+    ncnn_int8: str | None,
     repo: str | None,
     trust: bool,
     as_json: bool,
@@ -537,8 +547,11 @@ def compile_command(
         repo=repo,
         progress=not as_json,
         keep_lossy=keep_lossy,
+        ncnn_int8=ncnn_int8,
     )
     opts.check()  # every input, before the first stage
+    if search and ncnn_int8 is not None:
+        raise GraphoptError("--search does not take --int8 yet: compile the picked configuration with --int8")
     if search:
         from graphopt.compile.search import search as run_search
 
@@ -555,12 +568,68 @@ def compile_command(
 @click.option(
     "--fp16/--fp32", default=True, show_default=True, help="Store weights as fp16 (NCNN's default)."
 )
-@click.option("--data", help="Verify on a real image: an image, or the first of a folder or data.yaml.")
+@click.option(
+    "--data",
+    help="Verify on a real image: an image, or the first of a folder or data.yaml; with --int8, the "
+    "calibration images (a data.yaml's train split).",
+)
+@click.option(
+    "--int8",
+    "int8_mode",
+    type=click.Choice(["mixed", "all"]),
+    is_flag=False,
+    flag_value="mixed",
+    default=None,
+    help="Write an int8 NCNN model (needs --data): mixed = int8 where NCNN's kernels pay (convs "
+    "followed by Swish stay fp16); all = every conv but the head's output convs.",
+)
+@click.option(
+    "--calibration",
+    type=click.Choice(["auto", "kl", "aciq"]),
+    default="auto",
+    show_default=True,
+    help="--int8 activation scales: KL (2048-bin histogram), ACIQ (Gaussian clip), or auto: both, "
+    "keeping the one whose model agrees best with fp32 on the calibration images.",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(1, 100_000),
+    default=64,
+    show_default=True,
+    help="--int8 calibration images.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def convert(model: str, target: str, output: str, fp16: bool, data: str | None, as_json: bool) -> None:
+def convert(
+    model: str,
+    target: str,
+    output: str,
+    fp16: bool,
+    data: str | None,
+    int8_mode: str | None,
+    calibration: str,
+    samples: int,
+    as_json: bool,
+) -> None:
     """Convert an ONNX model to NCNN with pnnx, with the metadata sidecar the runtime reads."""
-    from graphopt.compile.ncnn import convert_to_ncnn
     from graphopt.data.datasets import resolve_images
+
+    if int8_mode is not None:
+        from graphopt.compile.ncnn_int8 import convert_to_ncnn_int8
+
+        if data is None:
+            raise GraphoptError("--int8 needs --data: the calibration images (e.g. a data.yaml's train split)")
+        resolve_images(data)  # a mistake in --data is one line before pnnx runs
+        result = convert_to_ncnn_int8(
+            model, output, data, int8_mode, calibration, samples, verify_image=resolve_images(data)[0]
+        )
+        if as_json:
+            _echo_json(result)
+            return
+        from graphopt.report import print_ncnn_int8
+
+        print_ncnn_int8(result)
+        return
+    from graphopt.compile.ncnn import convert_to_ncnn
 
     image = resolve_images(data)[0] if data else None
     result = convert_to_ncnn(model, output, fp16=fp16, verify_image=image)

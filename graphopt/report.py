@@ -299,6 +299,39 @@ def print_bench(r: dict[str, Any]) -> None:
     out.print(_health(r))
 
 
+def print_ncnn_int8(r: dict[str, Any]) -> None:
+    """`convert --to ncnn --int8`: what was written, how it was checked, and every conv's decision."""
+    out = console()
+    v = r["verified"]
+    errors = (
+        f", score error {v['score_error']:.3f}, box error {v['box_error_px']:.2f} px" if "score_error" in v else ""
+    )
+    out.print(
+        f"wrote {escape(r['param'])} and .bin ({human_bytes(r['bin_bytes'])}; fp32 {human_bytes(r['fp32_bin_bytes'])}),"
+        f" sidecar {escape(r['sidecar'])}"
+    )
+    out.print(
+        f"int8 {r['mode']}: {r['int8_layers']} of {r['conv_layers']} convs int8 ({r['requantize_fused']} with requantize"
+        f" fused), {r['calibration']} calibration on {r['calibration_images']} images; vs the fp32 NCNN model on"
+        f" {v['images']} calibration images: cosine {v['cosine']:.5f}{errors}"
+    )
+    if r.get("calibration_compared"):
+        out.print(
+            "calibration compared (score error vs fp32 on the calibration images): "
+            + ", ".join(
+                f"{m} {c.get('score_error', 1 - c['cosine']):.4f}" for m, c in r["calibration_compared"].items()
+            )
+            + f" — kept {r['calibration']}"
+        )
+    table = Table(title="layers", title_justify="left")
+    for col in ("layer", "type", "activation", "precision", "why"):
+        table.add_column(col)
+    for d in r["layers"]:
+        precision = ("int8 → int8" if d["requantize"] else "int8") if d["int8"] else "fp16"
+        table.add_row(escape(d["layer"]), d["type"], d["activation"], precision, escape(d["reason"]))
+    out.print(table)
+
+
 def print_detect(r: dict[str, Any]) -> None:
     out = console()
     out.print(

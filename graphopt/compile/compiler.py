@@ -43,6 +43,10 @@ HOST_INT8 = (
     "the float reference between Q/DQ pairs; the Pi's integer kernels round otherwise"
 )
 HOST_NCNN = "this host's NCNN kernels, not the Pi's (on the Cortex-A76 NCNN computes in fp16)"
+HOST_NCNN_INT8 = (
+    "this host's NCNN int8 kernels (x86), not the Pi's: ARM's int8 kernels (and fp16 for the layers kept "
+    "float) round otherwise — benchmarks/arm64 runs the Pi's arithmetic"
+)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class CompileOptions:
     repo: str | None = None
     progress: bool = True
     keep_lossy: bool = False  # deploy every lossy stage, paying or not
+    ncnn_int8: str | None = None  # NCNN targets: write the int8 NCNN model (mixed | all)
     checked: bool = field(default=False, repr=False, compare=False)
 
     def check(self) -> None:
@@ -79,6 +84,10 @@ class CompileOptions:
         from runtime.metadata import input_size_problem
         from runtime.sources import ImageProblem, load_image
 
+        if self.ncnn_int8 is not None and self.target.backend != "ncnn":
+            raise GraphoptError(
+                f"--int8 is for NCNN targets (pi5-ncnn); {self.target.name} quantizes with onnxruntime already"
+            )
         suffix = self.source.suffix.lower()
         if suffix not in (".pt", ".pth", ".onnx"):
             raise GraphoptError(f"{self.source}: expected a .pt checkpoint or an .onnx model")
@@ -289,15 +298,46 @@ class Compiler:
 
         source = self._deployed_stage()
         out = self.stage_dir / f"{len(self.stages)}-ncnn"
+        if self.opts.ncnn_int8 is not None:
+            return self._convert_int8(source, out)
         result = convert_to_ncnn(source.artifact, out, fp16=True, verify_image=self.opts.image)
         stage = Stage("convert", Path(result["param"]).parent, backend="ncnn", parent=source.name, precision="fp16")
         stage.notes.append(
             f"pnnx → NCNN, fp16 weights; max abs diff vs onnxruntime {max(result['max_abs_diff'].values()):.2e}"
         )
+        stage.notes.append("NCNN int8: add --int8 (graphopt writes the int8 .param/.bin itself)")
+        return stage
+
+    def _convert_int8(self, source: Stage, out: Path) -> Stage:
+        from graphopt.compile.ncnn import convert_to_ncnn
+        from graphopt.compile.ncnn_int8 import NoInt8Layer, convert_to_ncnn_int8, decision_summary
+
+        mode = self.opts.ncnn_int8 or "mixed"
+        try:
+            result = convert_to_ncnn_int8(
+                source.artifact,  # type: ignore[arg-type]
+                out,
+                self.calibration,
+                mode,
+                verify_image=self.opts.image,
+            )
+        except NoInt8Layer as exc:  # nothing pays in int8 on NCNN: the fp16 model is what deploys
+            fp16 = convert_to_ncnn(source.artifact, out, fp16=True, verify_image=self.opts.image)
+            stage = Stage("convert", Path(fp16["param"]).parent, backend="ncnn", parent=source.name, precision="fp16")
+            stage.notes.append(
+                f"NCNN int8 ({mode}): not written — {decision_summary([d.as_dict() for d in exc.decisions])}; "
+                "deployed the fp16 NCNN model (--int8 all forces int8)"
+            )
+            return stage
+        stage = Stage("convert", out, backend="ncnn", parent=source.name, precision="int8")
+        stage.lossy = True
+        v = result["verified"]
         stage.notes.append(
-            "NCNN int8 is not produced: the ncnn pip package ships no ncnn2table/ncnn2int8 tools and pnnx has "
-            "no int8 mode; int8 for the Pi is the pi5-ort target"
+            f"NCNN int8 ({mode}, graphopt's writer): {decision_summary(result['layers'])}; "
+            f"{result['calibration']} calibration on {self.calibration_note}; .bin {result['bin_bytes']:,} bytes "
+            f"(fp32 {result['fp32_bin_bytes']:,}); vs the fp32 NCNN model: cosine {v['cosine']:.4f}"
         )
+        stage.notes.append("per-layer decisions (what was kept float and why): the sidecar's `int8.layers`")
         return stage
 
     # --- which lossy stages pay ---------------------------------------------------------------
@@ -370,7 +410,7 @@ class Compiler:
         if t.host_is_target_kind():
             return "target", None
         if stage.backend == "ncnn":
-            return "host", HOST_NCNN
+            return "host", HOST_NCNN_INT8 if stage.precision == "int8" else HOST_NCNN
         if stage.precision == "int8" and t.int8 == "arm":
             return "host-reference", HOST_INT8
         return "host", HOST_FP32

@@ -177,7 +177,7 @@ def test_compile_pi5_ncnn_converts(model: Path, tmp_path: Path) -> None:
     report = json.loads(r.out)
     assert [s["stage"] for s in report["stages"]] == ["input", "lossless", "convert"]
     assert report["stages"][-1]["backend"] == "ncnn" and (out / "ncnn" / "1-lossless.ncnn.param").is_file()
-    assert any("NCNN int8 is not produced" in n for n in report["stages"][-1]["notes"])
+    assert any("add --int8" in n for n in report["stages"][-1]["notes"])  # fp16 unless asked
 
 
 def test_compile_prune_and_baseline(model: Path, tmp_path: Path) -> None:
@@ -262,3 +262,20 @@ def test_a_failing_stage_stops_and_leaves_the_earlier_artifacts(model: Path, tmp
     assert (out / "stages" / "1-lossless.onnx").is_file() and not (out / "model.onnx").exists()
     report = json.loads((out / "report.json").read_text())
     assert report["failed"]["stage"] == "int8" and [s["stage"] for s in report["stages"]] == ["input", "lossless"]
+
+
+@pytest.mark.slow
+def test_compile_pi5_ncnn_int8_deploys_graphopts_int8_model(model: Path, tmp_path: Path) -> None:
+    need_pnnx()
+    out = tmp_path / "o"
+    r = run_cli("compile", model, "--target", "pi5-ncnn", "--int8", "all", "-o", out, "--rounds", "1", "--json")
+    assert r.code == 0, r.err
+    final = json.loads(r.out)["stages"][-1]
+    assert final["stage"] == "convert" and final["precision"] == "int8" and final["lossy"]
+    sidecar = json.loads((out / "ncnn" / "1-lossless.ncnn.json").read_text())
+    layers = sidecar["int8"]["layers"]
+    assert sidecar["int8"]["mode"] == "all" and any(d["int8"] for d in layers)
+    assert all(not d["int8"] for d in layers if "head output conv" in d["reason"])  # the head stays float
+    param = (out / "ncnn" / "1-lossless.ncnn.param").read_text()
+    assert param.count(" 8=") == sum(d["int8"] for d in layers)
+    assert "graphopt's writer" in final["notes"][0]

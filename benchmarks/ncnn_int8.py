@@ -1,0 +1,190 @@
+"""NCNN int8 (graphopt's own calibration table and writer) against the fp32/fp16 NCNN models.
+
+    python benchmarks/ncnn_int8.py --fastest [--keep DIR] [--json]     # Yolo-Fastest 1.1: mAP, .bin sizes, speed
+    python benchmarks/ncnn_int8.py --yolov5n [--keep DIR] [--json]     # yolov5n (SiLU): mixed and all, per-layer table
+    python benchmarks/ncnn_int8.py --from DIR [--json]                 # score folders written by --keep again
+
+Every model is judged on ../shared/data/coco128/split.yaml: calibrated on its train half (calib.txt,
+64 images), mAP50-95 on the holdout half (holdout.txt), through the runtime's NCNN backend. The int8
+loss is against the model's own fp32 NCNN conversion. KL and ACIQ calibration are measured side by
+side. Speed: fp32, fp16 and int8 NCNN in ONE interleaved run (OpenMP blocktime 0, so idle threads do
+not spin on the cores the others time on), the median of per-round ratios — a figure of this host's
+NCNN kernels (x86 here), not the Pi's.
+
+`--keep DIR` leaves the NCNN folders in DIR; `--from DIR` scores them again without converting, which
+is how the Pi's arithmetic is measured inside the arm64 root (ARM's int8 kernels on the same files):
+    python benchmarks/ncnn_int8.py --fastest --keep /tmp/ncnn-int8
+    benchmarks/arm64/run python benchmarks/ncnn_int8.py --from /tmp/ncnn-int8 --no-speed
+Needs ../shared, pnnx (pip install --no-deps pnnx) and ncnn; --yolov5n needs torch for its export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared"
+SPLIT = SHARED / "data" / "coco128" / "split.yaml"
+SAMPLE = REPO / "graphopt" / "assets" / "bus.jpg"
+
+
+def _onnx_fastest(work: Path) -> Path:
+    from frontends.darknet import export_darknet
+
+    folder = SHARED / "models" / "darknet"
+    exported = work / "yolo-fastest-1.1.onnx"
+    export_darknet(folder / "yolo-fastest-1.1.cfg", folder / "yolo-fastest-1.1.weights", exported)
+    return _lossless(exported)
+
+
+def _onnx_yolov5n(work: Path) -> Path:
+    from frontends import export
+
+    exported = work / "yolov5n.onnx"
+    export(SHARED / "models" / "yolov5n-coco.pt", exported, imgsz=640)
+    return _lossless(exported)
+
+
+def _lossless(exported: Path) -> Path:
+    from graphopt.core.model import load_model, save_model
+    from graphopt.passes.pipeline import Pipeline
+
+    out = exported.with_suffix(".lossless.onnx")
+    save_model(Pipeline.from_recipe("lossless").run(load_model(exported)).model, out)
+    return out
+
+
+def convert_all(onnx: Path, out: Path, variants: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """fp32, fp16 and each (mode, method) int8 NCNN folder of `onnx` under `out`."""
+    from graphopt.compile.ncnn import convert_to_ncnn
+    from graphopt.compile.ncnn_int8 import convert_to_ncnn_int8
+    from graphopt.core.errors import GraphoptError
+
+    made: dict[str, dict[str, Any]] = {}
+    for name, fp16 in (("fp32", False), ("fp16", True)):
+        r = convert_to_ncnn(onnx, out / name, fp16=fp16)
+        made[name] = {"folder": str(out / name), "bin_bytes": Path(r["bin"]).stat().st_size}
+    for mode, method in variants:
+        name = f"int8-{mode}-{method}"
+        try:
+            r = convert_to_ncnn_int8(onnx, out / name, SPLIT, mode, method)
+        except GraphoptError as exc:  # e.g. mixed on a SiLU model: no conv pays in int8
+            from graphopt.compile.ncnn_format import read_model
+            from graphopt.compile.ncnn_int8 import decide_layers
+
+            fp32 = Path(made["fp32"]["folder"])
+            model = read_model(next(fp32.glob("*.param")), next(fp32.glob("*.bin")))
+            made[name] = {"refused": str(exc), "layers": [d.as_dict() for d in decide_layers(model, mode)]}
+            continue
+        made[name] = {
+            "folder": str(out / name),
+            "bin_bytes": r["bin_bytes"],
+            "int8_layers": r["int8_layers"],
+            "conv_layers": r["conv_layers"],
+            "requantize_fused": r["requantize_fused"],
+            "verified": r["verified"],
+            "layers": r["layers"],
+        }
+    return made
+
+
+def score(made: dict[str, dict[str, Any]], speed: bool, rounds: int) -> None:
+    from graphopt.eval.evaluate import evaluate
+
+    scored = {n: m for n, m in made.items() if "folder" in m}
+    for m in scored.values():
+        ev = evaluate(m["folder"], SPLIT, backend="ncnn", threads=2, progress=False)
+        m.update(map50=ev.map50, map50_95=ev.map50_95, images=ev.images)
+    ref = made["fp32"]["map50_95"]
+    for m in scored.values():
+        m["loss_points_vs_fp32"] = round(100 * (ref - m["map50_95"]), 2)
+    if speed:
+        from graphopt.compile.compiler import time_models
+
+        times = time_models([(n, Path(m["folder"]), "ncnn") for n, m in scored.items()], SAMPLE, 2, rounds)
+        for n, m in scored.items():
+            m["median_ms"] = statistics.median(times[n])
+            m["speed_vs_fp32"] = statistics.median(a / b for a, b in zip(times["fp32"], times[n], strict=True))
+            m["speed_vs_fp16"] = statistics.median(a / b for a, b in zip(times["fp16"], times[n], strict=True))
+
+
+def report(title: str, made: dict[str, dict[str, Any]], as_json: bool) -> None:
+    where = f"{platform.machine()} NCNN kernels (this host, not the Pi)"
+    if as_json:
+        print(json.dumps({"model": title, "arithmetic": where, "results": made}, indent=2, default=str))
+        return
+    first = next(iter(made.values()))
+    print(f"{title}: COCO128 holdout ({first.get('images')} images), {where}")
+    print("| model | .bin bytes | int8 convs | mAP50 | mAP50-95 | loss vs fp32 (pt) | ms | × fp32 | × fp16 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, m in made.items():
+        if "refused" in m:
+            print(f"| {n} | – | 0/{len(m['layers'])} | – | – | – | – | – | – |")
+            continue
+        convs = f"{m['int8_layers']}/{m['conv_layers']}" if "int8_layers" in m else "–"
+        ms = f"{m['median_ms']:.1f} | {m['speed_vs_fp32']:.2f} | {m['speed_vs_fp16']:.2f}" if "median_ms" in m else "– | – | –"
+        print(
+            f"| {n} | {m['bin_bytes']:,} | {convs} | {100 * m['map50']:.1f} | {100 * m['map50_95']:.1f} | "
+            f"{m['loss_points_vs_fp32']:+.2f} | {ms} |"
+        )
+    for mode in ("mixed", "all"):  # what --calibration auto keeps: the lower score error vs fp32 (calibration images)
+        tried = {n: m for n, m in made.items() if n.startswith(f"int8-{mode}-") and "verified" in m}
+        if len(tried) > 1:
+            pick = min(tried, key=lambda n: tried[n]["verified"].get("score_error", 1 - tried[n]["verified"]["cosine"]))
+            print(f"\n--calibration auto ({mode}) keeps {pick.rsplit('-', 1)[1]}")
+    for n, m in made.items():
+        if "layers" in m and n.endswith("-kl"):
+            print(f"\n{n}: per-layer decisions" + (f" — not written: {m['refused']}" if "refused" in m else ""))
+            print("| layer | type | activation | precision | why |")
+            print("|---|---|---|---|---|")
+            for d in m["layers"]:
+                precision = ("int8 → int8" if d["requantize"] else "int8") if d["int8"] else "fp16"
+                print(f"| {d['layer']} | {d['type']} | {d['activation']} | {precision} | {d['reason']} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--fastest", action="store_true", help="Yolo-Fastest 1.1 (Darknet, LeakyReLU, depthwise)")
+    what.add_argument("--yolov5n", action="store_true", help="yolov5n (SiLU): int8 mixed and all")
+    what.add_argument("--from", dest="source", help="score the NCNN folders a --keep run left in this folder")
+    parser.add_argument("--keep", help="leave the NCNN folders here (for --from, e.g. inside benchmarks/arm64/run)")
+    parser.add_argument("--no-speed", action="store_true", help="skip the interleaved timing")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds [10]")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if not SPLIT.exists():
+        sys.exit(f"error: {SPLIT} is absent (the benchmark needs ../shared)")
+    if args.source:
+        made = json.loads((Path(args.source) / "made.json").read_text())
+        score(made["results"], not args.no_speed, args.rounds)
+        report(made["model"], made["results"], args.json)
+        return
+    if args.fastest:
+        title, build, variants = "Yolo-Fastest 1.1 (320)", _onnx_fastest, [("mixed", "kl"), ("mixed", "aciq")]
+    else:
+        title, build = "yolov5n (640)", _onnx_yolov5n
+        variants = [("mixed", "kl"), ("all", "kl"), ("all", "aciq")]
+    with tempfile.TemporaryDirectory(prefix="graphopt-ncnn-int8-") as tmp:
+        out = Path(args.keep) if args.keep else Path(tmp)
+        onnx = build(Path(tmp))
+        try:
+            made = convert_all(onnx, out, variants)
+        except Exception as exc:  # noqa: BLE001 - a benchmark reports what failed, in one line
+            sys.exit(f"error: {exc}")
+        if args.keep:
+            (out / "made.json").write_text(json.dumps({"model": title, "results": made}, default=str))
+        score(made, not args.no_speed, args.rounds)
+        report(title, made, args.json)
+
+
+if __name__ == "__main__":
+    main()
