@@ -44,8 +44,9 @@ def _data() -> Path:
     return need_shared(COCO128) / "data.yaml"
 
 
-def _lossless(model: onnx.ModelProto) -> onnx.ModelProto:
-    return Pipeline.from_recipe("lossless", feeds=FeedSource(_data(), samples=2)).run(model).model
+def _lossless(model: onnx.ModelProto, verify_outputs: bool = True) -> onnx.ModelProto:
+    feeds = FeedSource(_data(), samples=2)
+    return Pipeline.from_recipe("lossless", feeds=feeds, verify_outputs=verify_outputs).run(model).model
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,10 +116,12 @@ def test_yolov9_dual_becomes_its_converted_twin(work: Path, variant: str) -> Non
     upstream.repo_export(repo, "--weights", dual, "--include", "onnx", "--imgsz", str(imgsz))
     peer = load_model(dual.with_suffix(".onnx"))  # the repo's export: main output auto-named, no metadata
     assert len(peer.graph.output) == 2 and "graphopt.main_output" not in {p.key for p in peer.metadata_props}
-    reference = _lossless(load_model(work / f"gelan-{variant}.onnx"))
+    # each pass is verified on our export; the twin and the repo's export are then held to it by the
+    # equality below (verifying theirs as well made each of their pipelines 1.8x slower on yolov9-e)
+    reference = _lossless(load_model(work / f"gelan-{variant}.onnx"), verify_outputs=False)
     feeds = FeedSource(_data(), samples=2).feeds_for(reference)
     want = run(reference, feeds)
-    for model in (_lossless(load_model(ours)), _lossless(peer)):
+    for model in (_lossless(load_model(ours)), _lossless(peer, verify_outputs=False)):
         assert len(model.graph.output) == 1
         assert op_histogram(model)["Conv"] == op_histogram(reference)["Conv"]
         got = run(model, feeds)
