@@ -1,0 +1,186 @@
+"""Fit the Pi 5 cost model from counts.json and the published Pi 5 latencies; print the validation
+table; `--write`: graphopt/compile/pi5_cost.json (the model compile and bench use) and VALIDATION.md.
+
+    python benchmarks/pi5_cost/fit.py [--write]
+
+Published figures: ncnn's benchncnn on a Raspberry Pi 5 (../shared/data/ncnn-benchmark/pi5-cpu-results.md;
+1 thread: avg of 10 loops; 4 threads: min of 10 loops, as the set's README advises, its 4-thread mobilenet
+avg being noisy), and Ultralytics' Pi 5 onnxruntime figures (4 threads, 640, fp32; copied below with
+their source, as they are not in ../shared).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))
+
+from graphopt.compile import pi5_cost  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+PUBLISHED_NCNN = SHARED / "data/ncnn-benchmark/pi5-cpu-results.md"
+# Ultralytics docs, Raspberry Pi 5 benchmarks (onnxruntime, fp32, 640): YOLO11n (ultralytics 8.3.39) and
+# YOLO26n (8.4.1), run by ultralytics' benchmark() with onnxruntime's default threads (the Pi 5's 4 cores)
+PUBLISHED_ORT = {"yolo11n": 168.1, "yolo26n": 130.33}
+ULTRALYTICS_THREADS = 4
+
+
+def published_ncnn(path: Path = PUBLISHED_NCNN) -> dict[int, dict[str, float]]:
+    """{threads: {model: ms}}: 1 thread avg, 4 threads min."""
+    if not path.exists():
+        raise SystemExit(f"error: {path}: not found (the ncnn benchmark set lives in ../shared/data/ncnn-benchmark)")
+    out: dict[int, dict[str, float]] = {}
+    threads = None
+    for line in path.read_text().splitlines():
+        if m := re.match(r"num_threads = (\d+)", line):
+            threads = int(m.group(1))
+            out[threads] = {}
+        elif threads and (m := re.match(r"\s*(\S+)\s+min =\s*([\d.]+)\s+max =\s*([\d.]+)\s+avg =\s*([\d.]+)", line)):
+            out[threads][m.group(1)] = float(m.group(4) if threads == 1 else m.group(2))
+    return out
+
+
+def fit(counts: dict, published: dict[int, dict[str, float]]) -> dict:
+    classes: dict[str, dict] = {}
+    bench = counts.get("benchncnn", {})
+    for klass, prec in (("ncnn-fp16", "fp16"), ("ncnn-int8", "int8")):
+        rates = {}
+        for threads, figures in sorted(published.items()):
+            rows = [{"name": n, "insns": c["insns"], "published_ms": figures[n]}
+                    for n, c in sorted(bench.items()) if c["precision"] == prec and n in figures]
+            if rows:
+                rates[str(threads)] = pi5_cost.validate(rows, threads)
+        classes[klass] = {
+            "accepted": any(r["accepted"] for r in rates.values()),
+            "rates": rates,
+            "validated_on": "ncnn benchncnn models (zero weights, benchncnn's inputs and options) vs their "
+                            "published Raspberry Pi 5 latencies",
+        }
+    ultra = counts.get("ultralytics", {})
+    rows = [{"name": n, "insns": c["insns"], "published_ms": PUBLISHED_ORT[n]}
+            for n, c in sorted(ultra.items()) if n in PUBLISHED_ORT and c["runtime"] == "ort"]
+    if rows:
+        r = pi5_cost.validate(rows, ULTRALYTICS_THREADS)
+        classes["ort-fp32"] = {
+            "accepted": r["accepted"],
+            "rates": {str(ULTRALYTICS_THREADS): r},
+            "validated_on": "YOLO11n/YOLO26n (ultralytics yamls, random weights, fp32 ONNX, 640) vs Ultralytics' "
+                            "Pi 5 onnxruntime figures",
+            "threads_model": (
+                "a 4-thread rate fitted directly: 1-thread instruction counts over Ultralytics' 4-thread times, so "
+                "onnxruntime's parallel speed-up on the Pi 5 is inside the one fitted number (no 1-thread "
+                "onnxruntime figure of a Pi 5 is published, so none is estimated)"
+            ),
+            "note": "fitted on 2 models with 1 parameter: a weak validation",
+        }
+    classes["ort-int8"] = {
+        "accepted": False, "rates": {},
+        "validated_on": "nothing: no published Pi 5 latency of an onnxruntime int8 model is at hand",
+    }
+    # ncnn's parallel speed-up, 1 -> 4 threads, from the published table (for the record)
+    speedups = {n: published[1][n] / published[4][n] for n in published.get(1, {}) if n in published.get(4, {})}
+    proxy = fit_proxy(counts)
+    return {
+        "about": "Raspberry Pi 5 latency estimate = instructions per inference (qemu 7.2 -cpu cortex-a76, "
+                 "benchmarks/pi5_cost) / a rate per runtime x precision class and thread count; written by "
+                 "benchmarks/pi5_cost/fit.py --write from benchmarks/pi5_cost/counts.json",
+        "acceptance": {"median_error": pi5_cost.MAX_MEDIAN_ERROR, "worst_error": pi5_cost.MAX_WORST_ERROR},
+        "limits": pi5_cost.LIMITS,
+        "ncnn_speedup_1_to_4_threads": {
+            "median": round(statistics.median(speedups.values()), 3) if speedups else None,
+            "min": round(min(speedups.values()), 3) if speedups else None,
+            "max": round(max(speedups.values()), 3) if speedups else None,
+        },
+        "classes": classes,
+        "proxy": proxy,
+    }
+
+
+def fit_proxy(counts: dict) -> dict:
+    """Instructions per MAC per class, over the counted ONNX-derived models that carry their MACs
+    (group 'models'); its error is leave-one-out where there are three or more, else in-sample."""
+    by_class: dict[str, list[tuple[str, float, float]]] = {}
+    for name, c in sorted(counts.get("models", {}).items()):
+        if c.get("macs"):
+            by_class.setdefault(pi5_cost.class_of(c["runtime"], c["precision"]), []).append(
+                (name, float(c["insns"]), float(c["macs"])))
+    out = {}
+    for klass, rows in by_class.items():
+        k = pi5_cost.fit_rate([r[1] for r in rows], [r[2] for r in rows])  # instructions per MAC
+        errs = [abs(r[2] * k / r[1] - 1) for r in rows]
+        if len(rows) >= 3:
+            errs = []
+            for j in range(len(rows)):
+                rest = rows[:j] + rows[j + 1:]
+                kj = pi5_cost.fit_rate([r[1] for r in rest], [r[2] for r in rest])
+                errs.append(abs(rows[j][2] * kj / rows[j][1] - 1))
+        out[klass] = {
+            "insns_per_mac": round(k, 5),
+            "models": [r[0] for r in rows],
+            "median_error": round(statistics.median(errs), 4),
+            "worst_error": round(max(errs), 4),
+            "error_kind": "leave-one-out" if len(rows) >= 3 else "in-sample",
+        }
+    return out
+
+
+def markdown(model: dict) -> str:
+    lines = ["# Pi 5 cost model: validation", "",
+             "Written by `python benchmarks/pi5_cost/fit.py --write` from `counts.json`. Predicted = counted "
+             "instructions per inference / the class's fitted rate. Error = predicted / published - 1.", ""]
+    for klass, c in model["classes"].items():
+        lines.append(f"## {klass}: {'accepted' if c['accepted'] else 'NOT accepted'}")
+        lines.append("")
+        lines.append(f"Validated on: {c['validated_on']}.")
+        if c.get("threads_model"):
+            lines.append(f"Threads: {c['threads_model']}.")
+        lines.append("")
+        for threads, r in c["rates"].items():
+            lines.append(
+                f"**{threads} thread(s)**: rate {r['rate_insns_per_ms'] / 1e6:.3f} M instructions/ms, "
+                f"median error {r['median_error']:.1%}, worst {r['worst_error']:.1%}"
+                + (f" (leave-one-out: median {r['loo_median_error']:.1%}, worst {r['loo_worst_error']:.1%})"
+                   if r.get("loo_median_error") is not None else "")
+                + f" over {r['models']} models — {'accepted' if r['accepted'] else 'not accepted'}")
+            lines.append("")
+            lines.append("| model | M instructions | published ms | predicted ms | error |")
+            lines.append("|---|---:|---:|---:|---:|")
+            for t in r["table"]:
+                lines.append(f"| {t['name']} | {t['insns'] / 1e6:.1f} | {t['published_ms']:.2f} | "
+                             f"{t['predicted_ms']:.2f} | {t['error']:+.1%} |")
+            lines.append("")
+    if model.get("proxy"):
+        lines.append("## MACs proxy (a model that was not counted)")
+        lines.append("")
+        lines.append("| class | instructions per MAC | fitted on | median error | worst error | kind |")
+        lines.append("|---|---:|---|---:|---:|---|")
+        for klass, p in model["proxy"].items():
+            lines.append(f"| {klass} | {p['insns_per_mac']:.4f} | {', '.join(p['models'])} | "
+                         f"{p['median_error']:.1%} | {p['worst_error']:.1%} | {p['error_kind']} |")
+        lines.append("")
+    lines.append(f"Limits: {model['limits']}.")
+    return "\n".join(lines) + "\n"
+
+
+def main(write: bool = False) -> None:
+    counts = json.loads((HERE / "counts.json").read_text())
+    model = fit(counts, published_ncnn())
+    text = markdown(model)
+    print(text)
+    if write:
+        from runtime.files import atomic_write
+
+        body = json.dumps(model, indent=1) + "\n"
+        atomic_write(pi5_cost.DATA, lambda tmp: tmp.write_text(body), what="Pi 5 cost model")
+        atomic_write(HERE / "VALIDATION.md", lambda tmp: tmp.write_text(text), what="validation table")
+        print(f"wrote {pi5_cost.DATA} and {HERE / 'VALIDATION.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(write="--write" in sys.argv[1:])
