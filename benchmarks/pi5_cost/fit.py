@@ -29,6 +29,9 @@ PUBLISHED_NCNN = SHARED / "data/ncnn-benchmark/pi5-cpu-results.md"
 # YOLO26n (8.4.1), run by ultralytics' benchmark() with onnxruntime's default threads (the Pi 5's 4 cores)
 PUBLISHED_ORT = {"yolo11n": 168.1, "yolo26n": 130.33}
 ULTRALYTICS_THREADS = 4
+# the same tables' NCNN figures (ncnn's default threads: the Pi 5's 4 big cores): an out-of-sample check of
+# the ncnn-fp16 4-thread rate (our NCNN models are graphopt's pnnx conversion of the same ONNX, fp16)
+PUBLISHED_NCNN_ULTRA = {"yolo11n-ncnn": 88.0, "yolo26n-ncnn": 67.69}
 
 
 def published_ncnn(path: Path = PUBLISHED_NCNN) -> dict[int, dict[str, float]]:
@@ -63,6 +66,17 @@ def fit(counts: dict, published: dict[int, dict[str, float]]) -> dict:
                             "published Raspberry Pi 5 latencies",
         }
     ultra = counts.get("ultralytics", {})
+    fp16_4 = classes["ncnn-fp16"]["rates"].get(str(ULTRALYTICS_THREADS))
+    if fp16_4:
+        checks = []
+        for n, ms in PUBLISHED_NCNN_ULTRA.items():
+            if n in ultra:
+                pred = ultra[n]["insns"] / fp16_4["rate_insns_per_ms"]
+                checks.append({"name": n, "insns": ultra[n]["insns"], "published_ms": ms,
+                               "predicted_ms": round(pred, 3), "error": round(pred / ms - 1, 4)})
+        classes["ncnn-fp16"]["checks"] = {
+            "what": "out of sample (not in the fit): Ultralytics' Pi 5 NCNN figures at 4 threads, 640",
+            "table": checks}
     rows = [{"name": n, "insns": c["insns"], "published_ms": PUBLISHED_ORT[n]}
             for n, c in sorted(ultra.items()) if n in PUBLISHED_ORT and c["runtime"] == "ort"]
     if rows:
@@ -104,28 +118,28 @@ def fit(counts: dict, published: dict[int, dict[str, float]]) -> dict:
 
 def fit_proxy(counts: dict) -> dict:
     """Instructions per MAC per class, over the counted ONNX-derived models that carry their MACs
-    (group 'models'); its error is leave-one-out where there are three or more, else in-sample."""
+    (groups 'ultralytics' and 'models'); only with three or more, its error leave-one-out."""
     by_class: dict[str, list[tuple[str, float, float]]] = {}
-    for name, c in sorted(counts.get("models", {}).items()):
+    for name, c in sorted({**counts.get("ultralytics", {}), **counts.get("models", {})}.items()):
         if c.get("macs"):
             by_class.setdefault(pi5_cost.class_of(c["runtime"], c["precision"]), []).append(
                 (name, float(c["insns"]), float(c["macs"])))
     out = {}
     for klass, rows in by_class.items():
+        if len(rows) < 3:  # its error must be measured on models it was not fitted on
+            continue
         k = pi5_cost.fit_rate([r[1] for r in rows], [r[2] for r in rows])  # instructions per MAC
-        errs = [abs(r[2] * k / r[1] - 1) for r in rows]
-        if len(rows) >= 3:
-            errs = []
-            for j in range(len(rows)):
-                rest = rows[:j] + rows[j + 1:]
-                kj = pi5_cost.fit_rate([r[1] for r in rest], [r[2] for r in rest])
-                errs.append(abs(rows[j][2] * kj / rows[j][1] - 1))
+        errs = []
+        for j in range(len(rows)):
+            rest = rows[:j] + rows[j + 1:]
+            kj = pi5_cost.fit_rate([r[1] for r in rest], [r[2] for r in rest])
+            errs.append(abs(rows[j][2] * kj / rows[j][1] - 1))
         out[klass] = {
             "insns_per_mac": round(k, 5),
             "models": [r[0] for r in rows],
             "median_error": round(statistics.median(errs), 4),
             "worst_error": round(max(errs), 4),
-            "error_kind": "leave-one-out" if len(rows) >= 3 else "in-sample",
+            "error_kind": "leave-one-out",
         }
     return out
 
@@ -152,6 +166,15 @@ def markdown(model: dict) -> str:
             lines.append("| model | M instructions | published ms | predicted ms | error |")
             lines.append("|---|---:|---:|---:|---:|")
             for t in r["table"]:
+                lines.append(f"| {t['name']} | {t['insns'] / 1e6:.1f} | {t['published_ms']:.2f} | "
+                             f"{t['predicted_ms']:.2f} | {t['error']:+.1%} |")
+            lines.append("")
+        if c.get("checks", {}).get("table"):
+            lines.append(f"Check, {c['checks']['what']}:")
+            lines.append("")
+            lines.append("| model | M instructions | published ms | predicted ms | error |")
+            lines.append("|---|---:|---:|---:|---:|")
+            for t in c["checks"]["table"]:
                 lines.append(f"| {t['name']} | {t['insns'] / 1e6:.1f} | {t['published_ms']:.2f} | "
                              f"{t['predicted_ms']:.2f} | {t['error']:+.1%} |")
             lines.append("")

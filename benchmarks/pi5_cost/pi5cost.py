@@ -292,6 +292,17 @@ def model_job(path: Path, name: str | None = None, precision: str | None = None)
             "precision": precision, "runs": 1}
 
 
+def model_macs(job: dict) -> int | None:
+    """The graph's MACs (an NCNN model: from graphopt's sidecar), for the MACs proxy fit."""
+    if job["runtime"] == "ncnn":
+        sidecar = next(iter(sorted(Path(job["model"]).parent.glob("*.ncnn.json"))), None)
+        return json.loads(sidecar.read_text()).get("macs") if sidecar else None
+    from graphopt.core.macs import macs_summary
+    from graphopt.core.model import load_model
+
+    return int(macs_summary(load_model(job["model"]))["macs"])
+
+
 def yolo_jobs(tmp: Path) -> list[dict]:
     """YOLO11n and YOLO26n from ultralytics' own yamls (random weights), fp32 ONNX at 640."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -308,6 +319,11 @@ def yolo_jobs(tmp: Path) -> list[dict]:
             shutil.move(str(exported), out)
         jobs.append({"name": name, "runtime": "ort", "model": str(out), "weights": None, "shape": None,
                      "precision": "fp32", "runs": 1})
+        folder = out.with_name(f"{name}-ncnn")
+        if not (folder / f"{name}.ncnn.param").exists():  # graphopt's own converter (pnnx), fp16 weights
+            subprocess.run([sys.executable, "-m", "graphopt", "convert", str(out), "--to", "ncnn", "-o", str(folder)],
+                           check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
+        jobs.append(model_job(folder / f"{name}.ncnn.param", f"{name}-ncnn", "fp16"))
     return jobs
 
 
@@ -346,7 +362,7 @@ def main() -> None:
         for r in results:
             print(f"{r['name']}\t{r['runtime']}\t{r['precision']}\t{r['insns']}")
         if args.group:
-            record(results, args.group)
+            record(results, args.group, {j["name"]: {"macs": model_macs(j)} for j in jobs})
     elif args.cmd == "benchncnn":
         jobs = benchncnn_jobs()
         if args.only:
@@ -357,7 +373,7 @@ def main() -> None:
     elif args.cmd == "yolo":
         with tempfile.TemporaryDirectory() as tmp:
             jobs = yolo_jobs(Path(tmp))
-        record(count_jobs(jobs), "ultralytics")
+        record(count_jobs(jobs), "ultralytics", {j["name"]: {"macs": model_macs(j)} for j in jobs})
     elif args.cmd == "fit":
         from benchmarks.pi5_cost.fit import main as fit_main
 
