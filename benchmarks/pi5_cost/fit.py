@@ -25,6 +25,7 @@ from graphopt.compile import pi5_cost  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 PUBLISHED_NCNN = SHARED / "data/ncnn-benchmark/pi5-cpu-results.md"
+BENCH_MODELS = SHARED / "data/ncnn-benchmark/models"
 # Ultralytics docs, Raspberry Pi 5 benchmarks (onnxruntime, fp32, 640): YOLO11n (ultralytics 8.3.39) and
 # YOLO26n (8.4.1), run by ultralytics' benchmark() with onnxruntime's default threads (the Pi 5's 4 cores)
 PUBLISHED_ORT = {"yolo11n": 168.1, "yolo26n": 130.33}
@@ -49,6 +50,52 @@ def published_ncnn(path: Path = PUBLISHED_NCNN) -> dict[int, dict[str, float]]:
     return out
 
 
+WEIGHT_KEYS = {"Convolution": "6", "ConvolutionDepthWise": "6", "Deconvolution": "6", "DeconvolutionDepthWise": "6",
+               "InnerProduct": "2", "MultiHeadAttention": "2"}
+
+
+def weight_elements(param: Path) -> int:
+    """Weights an NCNN .param declares (weight_data_size of its convolutions, fully-connected and
+    attention layers — attention: q, k, v and out projections — and constant-B Gemms), what an
+    inference reads from memory."""
+    total = 0
+    for line in param.read_text().splitlines()[2:]:
+        parts = line.split()
+        if not parts or parts[0] not in (*WEIGHT_KEYS, "Gemm"):
+            continue
+        kv = dict(p.split("=", 1) for p in parts[6:] if "=" in p and not p.startswith("-"))
+        if parts[0] == "Gemm":  # a constant B (5=1): constantN x constantK weights
+            total += int(kv.get("8", "0")) * int(kv.get("9", "0")) if kv.get("5") == "1" else 0
+            continue
+        n = int(kv.get(WEIGHT_KEYS[parts[0]], "0"))
+        total += 4 * n if parts[0] == "MultiHeadAttention" else n
+    return total
+
+
+def memory_bound(table: list[dict], precision: str, models_dir: Path) -> dict | None:
+    """The set's most memory-bound models (weight bytes read per instruction executed, fp16: 2 bytes
+    a weight, int8: 1) and their errors beside the rest's."""
+    if not models_dir.is_dir():
+        return None
+    per = []
+    for t in table:
+        param = models_dir / f"{t['name']}.param"
+        if param.exists():
+            nbytes = weight_elements(param) * (1 if precision == "int8" else 2)
+            per.append({"name": t["name"], "weight_mb": round(nbytes / 1e6, 1),
+                        "bytes_per_insn": round(nbytes / t["insns"], 4), "error": t["error"]})
+    if len(per) < 6:
+        return None
+    per.sort(key=lambda r: -r["bytes_per_insn"])
+    top, rest = per[:4], per[4:]
+    return {
+        "what": "the 4 models reading the most weight bytes per instruction (zero weights still stream from memory)",
+        "models": top,
+        "median_abs_error": round(statistics.median(abs(r["error"]) for r in top), 4),
+        "rest_median_abs_error": round(statistics.median(abs(r["error"]) for r in rest), 4),
+    }
+
+
 def fit(counts: dict, published: dict[int, dict[str, float]]) -> dict:
     classes: dict[str, dict] = {}
     bench = counts.get("benchncnn", {})
@@ -59,9 +106,11 @@ def fit(counts: dict, published: dict[int, dict[str, float]]) -> dict:
                     for n, c in sorted(bench.items()) if c["precision"] == prec and n in figures]
             if rows:
                 rates[str(threads)] = pi5_cost.validate(rows, threads)
+        one = rates.get("1")
         classes[klass] = {
             "accepted": any(r["accepted"] for r in rates.values()),
             "rates": rates,
+            "memory_bound": memory_bound(one["table"], prec, BENCH_MODELS) if one else None,
             "validated_on": "ncnn benchncnn models (zero weights, benchncnn's inputs and options) vs their "
                             "published Raspberry Pi 5 latencies",
         }
@@ -168,6 +217,14 @@ def markdown(model: dict) -> str:
             for t in r["table"]:
                 lines.append(f"| {t['name']} | {t['insns'] / 1e6:.1f} | {t['published_ms']:.2f} | "
                              f"{t['predicted_ms']:.2f} | {t['error']:+.1%} |")
+            lines.append("")
+        mb = c.get("memory_bound")
+        if mb:
+            lines.append(f"Memory-bound models (1 thread; {mb['what']}): " + ", ".join(
+                f"{r['name']} ({r['weight_mb']} MB of weights, {r['bytes_per_insn']:.3f} B/instruction, "
+                f"{r['error']:+.1%})" for r in mb["models"])
+                + f"; their median |error| {mb['median_abs_error']:.1%} against {mb['rest_median_abs_error']:.1%} "
+                "for the rest.")
             lines.append("")
         if c.get("checks", {}).get("table"):
             lines.append(f"Check, {c['checks']['what']}:")

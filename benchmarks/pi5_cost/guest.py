@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import sys
 
 MARK_NR = 4000  # countmark.c: an unassigned aarch64 syscall number (ENOSYS), watched by the plugin
+_KEEP: list[object] = []
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
@@ -38,7 +40,7 @@ def ort_runner(job: dict):
     inp = sess.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    return lambda: sess.run(None, {inp.name: x})
+    return (lambda: sess.run(None, {inp.name: x})), (lambda: None)
 
 
 def ncnn_runner(job: dict):
@@ -80,9 +82,15 @@ def ncnn_runner(job: dict):
         ex.input(ins[0], x)
         for name in outs:
             ex.extract(name)
+        del ex
 
-    run.keep = (net, blob_pool, work_pool, x)  # type: ignore[attr-defined]
-    return run
+    def close() -> None:  # the net before its pool allocators (ncnn aborts otherwise)
+        net.clear()
+        blob_pool.clear()
+        work_pool.clear()
+
+    _KEEP.append((net, blob_pool, work_pool, x))  # never destroyed: the process ends with os._exit
+    return run, close
 
 
 def main() -> None:
@@ -90,15 +98,18 @@ def main() -> None:
         jobs = json.load(f)
     for i, job in enumerate(jobs):
         print(f"job {i} {job['name']}", flush=True)
-        run = ort_runner(job) if job["runtime"] == "ort" else ncnn_runner(job)
+        run, close = ort_runner(job) if job["runtime"] == "ort" else ncnn_runner(job)
         mark(1000 * i)
         run()
         mark(1000 * i + 1)
         for r in range(int(job.get("runs", 1))):
             run()
             mark(1000 * i + 2 + r)
-        del run
         print(f"done {i}", flush=True)
+        close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # no destructors at exit: ncnn aborts when a pool allocator dies before its net
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def build(jobs: int = 2) -> None:
         say(f"building qemu {QEMU_VERSION} (aarch64-linux-user, TCG plugins) with -j{jobs} in {tree}")
         log = CACHE / "build.log"
         with open(log, "w") as f:
-            for cmd in (["./configure", *CONFIGURE], ["make", f"-j{jobs}", "qemu-aarch64"]):
+            for cmd in (["./configure", *CONFIGURE], ["ninja", "-C", "build", f"-j{jobs}", "qemu-aarch64"]):
                 if subprocess.run(["nice", "-n", "10", *cmd], cwd=tree, stdout=f, stderr=subprocess.STDOUT).returncode:
                     die(f"qemu build failed ({' '.join(cmd)}): see {log}")
     _build_plugin(tree)
