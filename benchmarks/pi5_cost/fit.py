@@ -193,7 +193,7 @@ def fit_proxy(counts: dict) -> dict:
     return out
 
 
-def markdown(model: dict) -> str:
+def markdown(model: dict, counted: dict | None = None) -> str:
     lines = ["# Pi 5 cost model: validation", "",
              "Written by `python benchmarks/pi5_cost/fit.py --write` from `counts.json`. Predicted = counted "
              "instructions per inference / the class's fitted rate. Error = predicted / published - 1.", ""]
@@ -244,6 +244,17 @@ def markdown(model: dict) -> str:
             lines.append(f"| {klass} | {p['insns_per_mac']:.4f} | {', '.join(p['models'])} | "
                          f"{p['median_error']:.1%} | {p['worst_error']:.1%} | {p['error_kind']} |")
         lines.append("")
+    if counted:
+        lines.append("## Counted models: estimated Pi 5 latency (counted instructions, not proxied)")
+        lines.append("")
+        lines.append("| model | class | M instructions (1 thread) | Pi 5 estimate, 1 thread (ms) | Pi 5 estimate, 4 threads (ms) |")
+        lines.append("|---|---|---:|---:|---:|")
+        for name, c in counted.items():
+            klass = pi5_cost.class_of(c["runtime"], c["precision"])
+            est = {t: pi5_cost.estimate(c["insns"], c["runtime"], c["precision"], t, data=model) for t in (1, 4)}
+            cells = [f"{est[t].ms:.1f}" if est[t] else "– (not validated)" for t in (1, 4)]
+            lines.append(f"| {name} | {klass} | {c['insns'] / 1e6:.1f} | {cells[0]} | {cells[1]} |")
+        lines.append("")
     lines.append(f"Limits: {model['limits']}.")
     return "\n".join(lines) + "\n"
 
@@ -251,7 +262,7 @@ def markdown(model: dict) -> str:
 def main(write: bool = False) -> None:
     counts = json.loads((HERE / "counts.json").read_text())
     model = fit(counts, published_ncnn())
-    text = markdown(model)
+    text = markdown(model, counts.get("models"))
     print(text)
     if write:
         from runtime.files import atomic_write

@@ -177,6 +177,10 @@ def estimate_from_macs(macs: int | None, backend: str, precision: str, threads: 
     est = None
     if proxied is not None:
         est = estimate(proxied[0], backend, precision, threads, "proxy", proxied[1], data)
+        if est is None and threads != 1:  # the class is validated on one thread only: say so, give that
+            one = estimate(proxied[0], backend, precision, 1, "proxy", proxied[1], data)
+            if one is not None:
+                return one.as_dict() | {"not_at_threads": why_not(backend, precision, threads, data)}
     if est is not None:
         return est.as_dict()
     why = why_not(backend, precision, threads, data)

@@ -77,7 +77,8 @@ def pi5_lines(summary: dict[str, Any] | None, rows: list[tuple[str, dict[str, An
             f"MACs proxy (±{err['proxy_median']:.0%} median, {err['proxy_worst']:.0%} worst)")
         lines.append(
             f"| {name} | ~{e['ms']:.0f} | {e['threads']} | {e['class']} | {how} | "
-            f"{err['median']:.0%} / {err['worst']:.0%} | estimate |"
+            f"{err['median']:.0%} / {err['worst']:.0%} | estimate"
+            + (f"; {e['not_at_threads']}" if e.get("not_at_threads") else "") + " |"
         )
     lines += ["", f"Not seen by the estimate: {summary['limits']}."]
     return lines

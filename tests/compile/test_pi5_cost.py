@@ -97,7 +97,7 @@ def test_bench_pi5_estimate_key(zoo_onnx) -> None:  # noqa: ANN001
     r = run_cli("bench", zoo_onnx("yolov5"), "--runs", "1", "--warmup", "0", "--threads", "2", "--pi5-estimate", "--json")
     assert r.code == 0, r.err
     est = json.loads(r.out)["pi5_estimate"]
-    assert est["estimate"] is True and est["threads"] == 4  # the Pi 5's 4 cores: ort-fp32 is validated at 4
+    assert est["estimate"] is True and (est["threads"] == 4 or "not_at_threads" in est)  # the Pi 5's 4 cores
     if est["ms"] is not None:
         assert est["method"] == "proxy" and "not measured" in est["label"]
     else:
