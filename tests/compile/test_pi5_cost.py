@@ -104,3 +104,25 @@ def test_bench_pi5_estimate_key(zoo_onnx) -> None:  # noqa: ANN001
         assert est["why"]
     r = run_cli("bench", zoo_onnx("yolov5"), "--runs", "1", "--warmup", "0", "--json")
     assert "pi5_estimate" not in json.loads(r.out)
+
+
+def test_pi5_search_ranks_by_the_estimate_where_accepted(zoo_onnx, tmp_path: Path) -> None:  # noqa: ANN001
+    from graphopt.compile.compiler import CompileOptions
+    from graphopt.compile.results import SearchConfig
+    from graphopt.compile.search import _pi5_rank
+    from graphopt.compile.targets import TARGETS
+
+    model = str(zoo_onnx("yolov5"))
+    configs = [SearchConfig(128, None, False, model), SearchConfig(128, None, True, model, parent="128")]
+    configs[0].latency_ms = configs[1].latency_ms = 123.0  # this host's: must not survive as a Pi figure
+    opts = CompileOptions(source=Path(model), target=TARGETS["pi5-ort"], out=tmp_path / "o")
+    ranked = _pi5_rank(opts, configs)
+    fp32, int8 = configs
+    assert fp32.pi5_estimate is not None and fp32.pi5_estimate["estimate"] is True
+    assert ranked == (fp32.pi5_estimate["ms"] is not None)
+    if ranked:
+        assert fp32.latency_ms == fp32.pi5_estimate["ms"] != 123.0 and fp32.speedup == 1.0
+        assert int8.pi5_estimate["ms"] is None and not int8.rankable and int8.latency_ms is None
+        assert "ort-int8" in int8.note
+    else:
+        assert fp32.latency_ms == 123.0  # left as it was: no accepted estimate to rank by
