@@ -255,6 +255,18 @@ def markdown(model: dict, counted: dict | None = None) -> str:
             cells = [f"{est[t].ms:.1f}" if est[t] else "– (not validated)" for t in (1, 4)]
             lines.append(f"| {name} | {klass} | {c['insns'] / 1e6:.1f} | {cells[0]} | {cells[1]} |")
         lines.append("")
+        trio = [counted.get(f"yolov5n-{k}") for k in ("lossless", "int8", "ncnn")]
+        if all(trio):
+            fp32, int8, ncnn = (t["insns"] for t in trio)  # type: ignore[index]
+            lines.append(
+                f"yolov5n, instructions per inference at 1 thread: onnxruntime fp32 / int8 S8S8 = {fp32 / int8:.2f}, "
+                f"onnxruntime fp32 / NCNN fp16 = {fp32 / ncnn:.2f}, onnxruntime int8 / NCNN fp16 = {int8 / ncnn:.2f}.")
+            e_ort = pi5_cost.estimate(fp32, "ort", "fp32", 4, data=model)
+            e_ncnn = pi5_cost.estimate(ncnn, "ncnn", "fp16", 4, data=model)
+            if e_ort and e_ncnn:
+                lines.append(f"Estimated at 4 threads: onnxruntime fp32 / NCNN fp16 = {e_ort.ms / e_ncnn.ms:.2f} "
+                             f"({e_ort.ms:.1f} / {e_ncnn.ms:.1f} ms).")
+            lines.append("")
     lines.append(f"Limits: {model['limits']}.")
     return "\n".join(lines) + "\n"
 

@@ -79,7 +79,7 @@ def validate(rows: list[dict[str, Any]], threads: int) -> dict[str, Any]:
                       "error": round(i / rate / t - 1, 4)})
     errs = [abs(e["error"]) for e in table]
     loo: list[float] = []
-    if len(rows) > 2:
+    if len(rows) >= 2:
         for k in range(len(rows)):
             rk = fit_rate(insns[:k] + insns[k + 1:], ms[:k] + ms[k + 1:])
             loo.append(abs(insns[k] / rk / ms[k] - 1))
