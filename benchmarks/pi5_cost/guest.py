@@ -10,7 +10,7 @@ weights as benchncnn's DataReaderFromEmpty), "shape" (NCNN: [c, h, w]), "precisi
 "int8", "runs"}. stdout: one `job I NAME` line before each job's marks; marks are 1000*I + k, k = 0
 before the warm-up, k = 1 after it, k = 1 + r after counted run r. "warmup": false counts the
 first inference alone (k = 2 right after k = 1; on the models counted both ways the first and the
-second inference differ by under 0.05 %), for models too long to emulate twice.
+second inference differ by under 0.05 % on the benchncnn models), for models too long to emulate twice.
 """
 
 from __future__ import annotations

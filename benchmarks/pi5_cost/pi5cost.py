@@ -52,7 +52,7 @@ CONFIGURE = [
 ]
 MAX_MODEL_BYTES = 2 << 30
 # benchncnn models counted on their first inference (no warm-up), to halve the emulation (fp16 arithmetic
-# emulates at ~4 M instructions/s on this busy 2-core host): on the 13 models counted both ways
+# emulates at ~4 M instructions/s on this busy 2-core host): on the 14 benchncnn models counted both ways
 # (first_insns and insns in counts.json) the two differ by under 0.05 %. vision_transformer alone is ~5 G.
 NO_WARMUP = (
     "vision_transformer", "efficientnetv2_b0", "regnety_400m", "googlenet", "googlenet_int8", "resnet18",
