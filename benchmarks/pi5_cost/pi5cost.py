@@ -224,7 +224,9 @@ def count_jobs(jobs: list[dict]) -> list[dict]:
                         "qemu": f"qemu {QEMU_VERSION} -cpu cortex-a76, countmark plugin",
                         "seconds": round(time.time() - started, 1),
                     }
-                    path.write_text(json.dumps(rec))
+                    tmp_rec = path.with_suffix(".tmp")
+                    tmp_rec.write_text(json.dumps(rec))
+                    tmp_rec.rename(path)  # atomically: a killed run leaves no half-written count
                     results[i] = rec
                     say(f"  {job['name']}: {rec['insns'] / 1e6:.1f} M instructions per inference "
                         f"(first {rec['first_insns'] / 1e6:.1f} M; {rec['seconds']:.0f} s emulated)")
@@ -274,8 +276,11 @@ def benchncnn_jobs() -> list[dict]:
 def model_job(path: Path, name: str | None = None, precision: str | None = None) -> dict:
     from runtime.files import FileProblem, input_file
 
+    if not path.exists():
+        die(f"{path}: no such file or folder")
     try:
-        input_file(path, "model", max_bytes=MAX_MODEL_BYTES) if path.is_file() else None
+        if not path.is_dir():
+            input_file(path, "model", max_bytes=MAX_MODEL_BYTES)
     except FileProblem as exc:
         die(str(exc))
     if path.is_dir():
@@ -296,10 +301,15 @@ def model_job(path: Path, name: str | None = None, precision: str | None = None)
     if path.suffix != ".onnx":
         die(f"{path}: expected an .onnx model, an NCNN .param or a folder holding one")
     if precision is None:
-        import onnx
+        from graphopt.compile.pi5_cost import INT8_OPS
+        from graphopt.core.errors import GraphoptError
+        from graphopt.core.model import load_model
 
-        m = onnx.load(str(path), load_external_data=False)
-        precision = "int8" if any(n.op_type in ("QuantizeLinear", "QLinearConv", "ConvInteger") for n in m.graph.node) else "fp32"
+        try:
+            m = load_model(path)
+        except GraphoptError as exc:
+            die(str(exc))
+        precision = "int8" if any(n.op_type in INT8_OPS for n in m.graph.node) else "fp32"
     return {"name": name or path.stem, "runtime": "ort", "model": str(path), "weights": None, "shape": None,
             "precision": precision, "runs": 1}
 
