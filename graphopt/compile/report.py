@@ -61,7 +61,7 @@ def pi5_lines(summary: dict[str, Any] | None, rows: list[tuple[str, dict[str, An
     lines = [
         "",
         f"**Estimated Pi 5 latency — an estimate, not a measurement** ({summary['model']}; "
-        f"{summary['threads']} threads):",
+        f"the target runs {summary['threads']} threads; a row at another count says why):",
         "",
         "| stage | Pi 5 estimate (ms) | threads | class | instructions | rate's error (median / worst) | note |",
         "|---|---:|---:|---|---|---|---|",
@@ -80,7 +80,7 @@ def pi5_lines(summary: dict[str, Any] | None, rows: list[tuple[str, dict[str, An
             f"{err['median']:.0%} / {err['worst']:.0%} | estimate"
             + (f"; {e['not_at_threads']}" if e.get("not_at_threads") else "") + " |"
         )
-    lines += ["", f"Not seen by the estimate: {summary['limits']}."]
+    lines += ["", f"Limits of the estimate: {summary['limits']}."]
     return lines
 
 
