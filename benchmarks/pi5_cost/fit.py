@@ -189,6 +189,8 @@ def fit_proxy(counts: dict) -> dict:
             "median_error": round(statistics.median(errs), 4),
             "worst_error": round(max(errs), 4),
             "error_kind": "leave-one-out",
+            # held to the same rule as a class: a proxy that misses more is not used
+            "accepted": statistics.median(errs) <= pi5_cost.MAX_MEDIAN_ERROR and max(errs) <= pi5_cost.MAX_WORST_ERROR,
         }
     return out
 
@@ -238,11 +240,16 @@ def markdown(model: dict, counted: dict | None = None) -> str:
     if model.get("proxy"):
         lines.append("## MACs proxy (a model that was not counted)")
         lines.append("")
-        lines.append("| class | instructions per MAC | fitted on | median error | worst error | kind |")
-        lines.append("|---|---:|---|---:|---:|---|")
+        lines.append("Instructions = MACs x the class's instructions per MAC (fitted on counted models), held to the "
+                     "same acceptance rule (median <= 15 %, worst <= 35 %, leave-one-out); a class without an accepted "
+                     "proxy gets an estimate only where its model was counted.")
+        lines.append("")
+        lines.append("| class | instructions per MAC | fitted on | median error | worst error | kind | used |")
+        lines.append("|---|---:|---|---:|---:|---|---|")
         for klass, p in model["proxy"].items():
             lines.append(f"| {klass} | {p['insns_per_mac']:.4f} | {', '.join(p['models'])} | "
-                         f"{p['median_error']:.1%} | {p['worst_error']:.1%} | {p['error_kind']} |")
+                         f"{p['median_error']:.1%} | {p['worst_error']:.1%} | {p['error_kind']} | "
+                         f"{'yes' if p['accepted'] else 'no'} |")
         lines.append("")
     if counted:
         lines.append("## Counted models: estimated Pi 5 latency (counted instructions, not proxied)")

@@ -160,7 +160,7 @@ def proxy_insns(macs: int, backend: str, precision: str, data: dict[str, Any] | 
     (fitted on counted ONNX models) and that proxy's own error; None without a proxy for the class."""
     data = data or load()
     p = data.get("proxy", {}).get(class_of(backend, precision))
-    if not p or macs <= 0:
+    if not p or not p.get("accepted") or macs <= 0:
         return None
     return macs * p["insns_per_mac"], {"median": p["median_error"], "worst": p["worst_error"]}
 
@@ -186,8 +186,16 @@ def estimate_from_macs(macs: int | None, backend: str, precision: str, threads: 
     why = why_not(backend, precision, threads, data)
     c = data["classes"].get(class_of(backend, precision))
     if (not why or (c and c.get("accepted") and str(threads) in c["rates"])) and proxied is None:
-        why = f"no Pi 5 estimate: no MACs proxy for {class_of(backend, precision)}" + (
-            "" if macs else " (the model's MACs are unknown)")
+        klass = class_of(backend, precision)
+        p = data.get("proxy", {}).get(klass)
+        if not macs:
+            why = f"no Pi 5 estimate: the model's MACs are unknown (the {klass} rate needs its instructions)"
+        elif p and not p.get("accepted"):
+            why = (f"no Pi 5 estimate from MACs: the {klass} MACs proxy misses counted models by "
+                   f"{p['median_error']:.0%} median, {p['worst_error']:.0%} worst (accepted at ≤15 %/≤35 %); "
+                   "count the model (benchmarks/pi5_cost) for one")
+        else:
+            why = f"no Pi 5 estimate: no MACs proxy for {klass}"
     return {"ms": None, "estimate": True, "class": class_of(backend, precision), "threads": threads, "why": why}
 
 
