@@ -143,7 +143,7 @@ def why_not(backend: str, precision: str, threads: int, data: dict[str, Any] | N
     data = data or load()
     klass = class_of(backend, precision)
     c = data["classes"].get(klass)
-    if c is None:
+    if c is None or not c["rates"]:
         return f"no Pi 5 estimate for {klass}: no published Pi 5 latencies to validate it against"
     rate = c["rates"].get(str(threads))
     if rate is None:
