@@ -395,10 +395,16 @@ def eval_command(
 )
 @click.option("--image", help="Time the whole frame path (letterbox, decode, NMS) on this image too.")
 @click.option(
+    "--pi5-estimate",
+    is_flag=True,
+    help="Also the estimated Raspberry Pi 5 latency (4 threads, or --threads 1): an estimate with its "
+    "validation error, from the model's MACs (needs graphopt[compiler]).",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help="Print JSON: avg_ms, min_ms, max_ms, p50_ms, p95_ms, fps, cpu_temp_c, throttled, …",
+    help="Print JSON: avg_ms, min_ms, max_ms, p50_ms, p95_ms, fps, cpu_temp_c, throttled, … (pi5_estimate)",
 )
 def bench(
     model: str,
@@ -407,6 +413,7 @@ def bench(
     runs: int,
     warmup: int,
     image: str | None,
+    pi5_estimate: bool,
     as_json: bool,
 ) -> None:
     """Inference latency (avg/min/max/p50/p95 ms, FPS) with CPU temperature and throttle flags."""
@@ -414,6 +421,12 @@ def bench(
     from runtime.bench import run_bench
 
     result = run_bench(model, backend=backend, threads=threads, runs=runs, warmup=warmup, image=image)
+    if pi5_estimate:
+        try:
+            from graphopt.compile.pi5_cost import model_estimate
+        except ImportError as exc:
+            raise GraphoptError("--pi5-estimate reads the model's MACs: pip install 'graphopt[compiler]'") from exc
+        result["pi5_estimate"] = model_estimate(model, threads=1 if threads == 1 else 4)
     emit(result, as_json, lambda: print_bench(result))
 
 

@@ -297,6 +297,12 @@ def print_bench(r: dict[str, Any]) -> None:
         )
     )
     out.print(_health(r))
+    est = r.get("pi5_estimate")
+    if est is not None:
+        if est.get("ms") is None:
+            out.print(f"Raspberry Pi 5: {est.get('why')}")
+        else:
+            out.print(f"Raspberry Pi 5 (estimated, not measured): ~{est['ms']:.0f} ms at {est['threads']} thread(s) — {est['label']}")
 
 
 def print_ncnn_int8(r: dict[str, Any]) -> None:

@@ -437,6 +437,19 @@ class Compiler:
             stage.accuracy = {"map50_95": r.map50_95, "map50": r.map50}
             stage.accuracy_on, stage.accuracy_note = self._arithmetic(stage)
 
+    def _pi5_estimates(self) -> None:
+        """The estimated Pi 5 latency of each stage (graphopt.compile.pi5_cost): MACs proxied to
+        instructions, over the class's rate validated against published Pi 5 latencies; none where the
+        class was not accepted. An NCNN stage computes its parent's graph: its MACs are the parent's."""
+        from graphopt.compile.pi5_cost import estimate_from_macs
+
+        threads = self.opts.target.threads
+        for s in self.stages:
+            macs = s.summary.get("macs")
+            if macs is None and s.parent is not None:
+                macs = self._stage(s.parent).summary.get("macs")
+            s.pi5_estimate = estimate_from_macs(macs, s.backend, s.precision, threads)
+
     def _baseline_accuracy(self) -> None:
         from graphopt.eval.evaluate import evaluate
 
@@ -457,6 +470,8 @@ class Compiler:
             s.host_speedup = statistics.median(a / b for a, b in zip(times[first], times[s.name], strict=True))
             if t.host_times_target():
                 s.latency_ms, s.speedup = s.host_latency_ms, s.host_speedup
+        if t.arch == "arm" and not t.host_times_target():
+            self._pi5_estimates()
         result: dict[str, Any] = {
             "threads": threads,
             "rounds": self.opts.rounds,
@@ -524,6 +539,7 @@ class Compiler:
             seconds=round(time.perf_counter() - self.started, 1),
             failed=None if failed is None else {"stage": failed[0], "error": failed[1]},
             arithmetic=self._arithmetic_summary(final),
+            pi5_estimate=pi5_summary(t) if any(s.pi5_estimate for s in self.stages) else None,
             deploy=None
             if self.deploy_from is None
             else {
@@ -558,6 +574,20 @@ class Compiler:
             scored = final if final is not None and t.backend == "ncnn" else self._deployed_stage().artifact
             summary["pi_command"] = t.pi_command(str(scored), str(self.labeled) if self.labeled else None)
         return summary
+
+
+def pi5_summary(t: Target) -> dict[str, Any]:
+    """What a report says about its Pi 5 estimates: where the model is, what it cannot see."""
+    from graphopt.compile import pi5_cost
+
+    return {
+        "estimate": True,
+        "model": "graphopt/compile/pi5_cost.json (benchmarks/pi5_cost: instructions counted under qemu -cpu "
+        "cortex-a76, rates fitted to published Pi 5 latencies)",
+        "threads": t.threads,
+        "limits": pi5_cost.LIMITS,
+        "label": f"estimated {t.device} latency, not measured",
+    }
 
 
 def _latency_note(t: Target) -> str:

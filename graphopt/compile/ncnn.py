@@ -69,6 +69,7 @@ def convert_to_ncnn(
             for i, e in enumerate(sig["outputs"])
         ],
         "metadata": read_metadata(model),
+        "macs": _macs(model),  # the graph's multiply-accumulates (what a Pi 5 estimate proxies from)
     }
     # Convert and verify in a temp folder; only a verified model reaches OUT (nothing is left there
     # when pnnx fails or the check does not pass).
@@ -170,3 +171,12 @@ def _verify(model: Any, param: Path, fp16: bool, image: str | Path | None) -> di
             f"({rel:.2%} of the output range) on {described}; nothing was written"
         )
     return {"verified_on": described, "max_abs_diff": diffs, "max_rel_to_range": rel}
+
+
+def _macs(model: object) -> int | None:
+    from graphopt.core.macs import macs_summary
+
+    try:
+        return int(macs_summary(model)["macs"])  # type: ignore[arg-type,call-overload]
+    except Exception:  # noqa: BLE001 - a size we cannot infer is left out, never a failed conversion
+        return None

@@ -53,6 +53,37 @@ def search_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pi5_lines(summary: dict[str, Any] | None, rows: list[tuple[str, dict[str, Any] | None]]) -> list[str]:
+    """The estimated Pi 5 latency table (graphopt.compile.pi5_cost): each row an estimate with its
+    validation error, or why it has none."""
+    if not summary:
+        return []
+    lines = [
+        "",
+        f"**Estimated Pi 5 latency — an estimate, not a measurement** ({summary['model']}; "
+        f"the target runs {summary['threads']} threads; a row at another count says why):",
+        "",
+        "| stage | Pi 5 estimate (ms) | threads | class | instructions | rate's error (median / worst) | note |",
+        "|---|---:|---:|---|---|---|---|",
+    ]
+    for name, e in rows:
+        if not e:
+            continue
+        if e.get("ms") is None:
+            lines.append(f"| {name} | – | {e.get('threads', '–')} | {e.get('class', '–')} | – | – | {e.get('why', '')} |")
+            continue
+        err = e["error"]
+        how = "counted (qemu)" if e["method"] == "counted" else (
+            f"MACs proxy (±{err['proxy_median']:.0%} median, {err['proxy_worst']:.0%} worst)")
+        lines.append(
+            f"| {name} | ~{e['ms']:.0f} | {e['threads']} | {e['class']} | {how} | "
+            f"{err['median']:.0%} / {err['worst']:.0%} | estimate"
+            + (f"; {e['not_at_threads']}" if e.get("not_at_threads") else "") + " |"
+        )
+    lines += ["", f"Limits of the estimate: {summary['limits']}."]
+    return lines
+
+
 ARITHMETIC = {
     "target": "the target's kernels",
     "host": "this host's kernels",
@@ -104,6 +135,7 @@ def markdown(report: CompileReport | SearchReport) -> str:
             f"{_num(ms, '.1f')} | {_num(speed, '.2f')}× | {_num(s['map50_95'], '.4f')}{mark} | "
             f"{_num(s['map50'], '.4f')} | {where} | {deployed} | {s['seconds']:.1f} |"
         )
+    lines += pi5_lines(r.get("pi5_estimate"), [(s["stage"], s.get("pi5_estimate")) for s in r["stages"]])
     arith_notes = sorted({s["accuracy_note"] for s in r["stages"] if s.get("accuracy_note")})
     if arith_notes:
         lines += ["", "Where the accuracy figures were computed:", ""] + [f"- {n}" for n in arith_notes]

@@ -33,6 +33,9 @@ class Stage:
     lossy: bool = False
     precision: str = "fp32"  # what computes: fp32 | int8 | fp16
     deployed: bool | None = None  # on the deployed chain (None: not decided yet)
+    # Pi 5 targets on a host that cannot time them: the estimated Pi 5 latency (graphopt.compile.pi5_cost),
+    # {"ms", "threads", "class", "method", "error", "label", "estimate": True}, or {"ms": None, "why"}
+    pi5_estimate: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class Stage:
             "lossy": self.lossy,
             "precision": self.precision,
             "deployed": self.deployed,
+            "pi5_estimate": self.pi5_estimate,
             "notes": self.notes,
         }
 
@@ -82,6 +86,7 @@ class CompileReport:
     sample_detections: list[str] = field(default_factory=list)
     baseline: dict[str, Any] | None = None
     plot: str | None = None
+    pi5_estimate: dict[str, Any] | None = None  # the cost model's data, limits and label (pi5 targets only)
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "stages"}
@@ -111,6 +116,7 @@ class SearchConfig:
     chosen: bool = False
     rankable: bool = True
     note: str | None = None
+    pi5_estimate: dict[str, Any] | None = None  # as Stage.pi5_estimate; what a pi5 search ranks by where accepted
 
     @property
     def name(self) -> str:
@@ -137,6 +143,7 @@ class SearchReport:
     seconds: float
     baseline: dict[str, Any] | None = None
     plot: str | None = None
+    pi5_estimate: dict[str, Any] | None = None  # the cost model's data, limits and label (pi5 targets only)
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "configs"}

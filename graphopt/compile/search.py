@@ -77,6 +77,7 @@ def search(opts: CompileOptions, budget: float) -> SearchReport:
             if gain < MIN_GAIN:
                 c.rankable = False
                 c.note = f"{gain:.2f}× of {parent.name} on this host — int8 does not pay"
+    by_estimate = _pi5_rank(opts, configs) if opts.target.arch == "arm" and not on_target else False
     ranked = [c for c in configs if c.rankable]
     for c in ranked:
         c.pareto = not any(
@@ -100,19 +101,57 @@ def search(opts: CompileOptions, budget: float) -> SearchReport:
         measured_on=f"{opts.target.host_label()}, {opts.target.host_threads()} thread(s), {opts.rounds} interleaved rounds",
         latency_note=None
         if on_target
-        else f"latency is this host's, not the {opts.target.device}'s: fp32 configurations are ranked by it, int8 ones are not",
+        else (
+            f"latency is the estimated {opts.target.device} latency (graphopt.compile.pi5_cost: an estimate, not "
+            "a measurement, with its validation error in each config's pi5_estimate); configurations without an "
+            "accepted estimate are not ranked"
+            if by_estimate
+            else f"latency is this host's, not the {opts.target.device}'s: fp32 configurations are ranked by it, int8 ones are not"
+        ),
         reference=reference.name,
         chosen=chosen.name,
         final=str(final),
         configs=configs,
         seconds=0.0,
     )
+    if by_estimate:
+        from graphopt.compile.compiler import pi5_summary
+
+        report.pi5_estimate = pi5_summary(opts.target)
     if opts.baseline:
         report.baseline = _versus_baseline(opts.baseline, times, configs, chosen, budget)
     report.plot = str(_plot(report, opts.out / "pareto.png"))
     report.seconds = round(time.perf_counter() - started, 1)
     write_reports(report, opts.out)
     return report
+
+
+def _pi5_rank(opts: CompileOptions, configs: list[SearchConfig]) -> bool:
+    """A Pi 5 target this host cannot time: every configuration gets its estimated Pi 5 latency
+    (graphopt.compile.pi5_cost). Where every fp32 configuration has one (its class validated and
+    accepted), the search ranks by the estimates: latency_ms and speedup become the estimate's, and a
+    configuration without one is not ranked. Returns whether it ranks by them."""
+    from graphopt.compile.pi5_cost import estimate_from_macs
+    from graphopt.core.macs import macs_summary
+    from graphopt.core.model import load_model
+
+    for c in configs:
+        macs = int(macs_summary(load_model(Path(c.artifact)))["macs"])  # type: ignore[call-overload]
+        c.pi5_estimate = estimate_from_macs(macs, "ort", "int8" if c.int8 else "fp32", opts.target.threads)
+    reference = configs[0]
+    if any(c.pi5_estimate is None or c.pi5_estimate["ms"] is None for c in configs if not c.int8):
+        return False
+    for c in configs:
+        est = c.pi5_estimate["ms"] if c.pi5_estimate else None
+        if est is None:
+            c.rankable, c.latency_ms, c.speedup = False, None, None
+            c.note = (c.pi5_estimate or {}).get("why") or "no Pi 5 estimate: not ranked"
+        else:
+            c.latency_ms = est
+            c.speedup = reference.pi5_estimate["ms"] / est  # type: ignore[index]
+            c.rankable = True
+            c.note = "Pi 5 estimate (not measured)"
+    return True
 
 
 def _build(opts: CompileOptions, work: Path, calibration: str) -> list[SearchConfig]:

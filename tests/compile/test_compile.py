@@ -43,6 +43,7 @@ def test_compile_x86_ort_writes_every_artifact(model: Path, tmp_path: Path) -> N
     assert "int8" in report["stages"][2]["stage"] and "train split" in report["calibration"]
     assert set(report["frame_ms"]) == {"pre", "infer", "post"}
     assert report["latency"]["spinning"] is False and report["latency_note"] is None
+    assert report["pi5_estimate"] is None and all(s["pi5_estimate"] is None for s in report["stages"])
     md = (out / "report.md").read_text()
     assert "| fuse-nms |" in md and "preprocess" in md
 
@@ -77,6 +78,14 @@ def test_compile_pi5_ort_on_x86_shows_no_pi_latency_and_marks_host_figures(
     md = (out / "report.md").read_text()
     assert "x86 reference arithmetic, not the Pi's kernels" in md and "host ms (not the target's)" in md
     assert "| latency (ms) |" not in md
+    # the Pi 5 estimate: labelled, under its own key, none for onnxruntime int8 (nothing validates it)
+    assert report["pi5_estimate"]["estimate"] is True and "not measured" in report["pi5_estimate"]["label"]
+    assert all(s["pi5_estimate"]["estimate"] is True for s in report["stages"])
+    assert by_stage["int8"]["pi5_estimate"]["ms"] is None and "ort-int8" in by_stage["int8"]["pi5_estimate"]["why"]
+    fp32 = by_stage["lossless"]["pi5_estimate"]
+    assert fp32["ms"] is None or ("estimate, not measured" in fp32["label"] and fp32["method"] == "proxy")
+    assert fp32["threads"] == 4 or "not_at_threads" in fp32  # the target's 4, or 1 and why not 4
+    assert "an estimate, not a measurement" in md
 
 
 def test_compile_pi5_ort_bundled_calibration_is_named(model: Path, tmp_path: Path) -> None:
@@ -178,6 +187,11 @@ def test_compile_pi5_ncnn_converts(model: Path, tmp_path: Path) -> None:
     assert [s["stage"] for s in report["stages"]] == ["input", "lossless", "convert"]
     assert report["stages"][-1]["backend"] == "ncnn" and (out / "ncnn" / "1-lossless.ncnn.param").is_file()
     assert any("add --int8" in n for n in report["stages"][-1]["notes"])  # fp16 unless asked
+    convert = report["stages"][-1]["pi5_estimate"]
+    assert convert["estimate"] is True and convert["class"] == "ncnn-fp16"
+    assert convert["threads"] == 4 or "not_at_threads" in convert
+    sidecar = json.loads((out / "ncnn" / "1-lossless.ncnn.json").read_text())
+    assert sidecar["macs"] == report["stages"][1]["macs"]  # what bench --pi5-estimate reads
 
 
 def test_compile_prune_and_baseline(model: Path, tmp_path: Path) -> None:
