@@ -204,19 +204,22 @@ INT8_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", 
 
 def model_estimate(path: str | Path, threads: int = 4) -> dict[str, Any]:
     """`graphopt bench --pi5-estimate`: the estimated Pi 5 latency of an ONNX model (onnxruntime;
-    fp32, or int8 when it holds QDQ / integer ops) or an NCNN folder/.param (fp16, MACs from the
-    sidecar graphopt's converter writes), from its MACs; `ms` None with `why` where there is none."""
+    fp32, or int8 when it holds QDQ / integer ops) or an NCNN folder/.param (fp16, or int8 where
+    graphopt's int8 writer made it; MACs from the sidecar graphopt's converter writes), from its MACs; `ms` None with `why` where there is none."""
     p = Path(path)
     if p.is_dir() or p.suffix == ".param":
         folder = p if p.is_dir() else p.parent
         sidecar = next(iter(sorted(folder.glob("*.ncnn.json"))), None)
-        macs = None
+        meta: dict[str, Any] = {}
         if sidecar is not None:
             try:
-                macs = json.loads(sidecar.read_text()).get("macs")
+                loaded = json.loads(sidecar.read_text())
+                meta = loaded if isinstance(loaded, dict) else {}
             except (OSError, ValueError):
-                macs = None
-        return estimate_from_macs(macs if isinstance(macs, int) else None, "ncnn", "fp16", threads)
+                meta = {}
+        macs = meta.get("macs")
+        precision = "int8" if meta.get("int8") else "fp16"  # graphopt's NCNN int8 writer records its layers
+        return estimate_from_macs(macs if isinstance(macs, int) else None, "ncnn", precision, threads)
     from graphopt.core.macs import macs_summary
     from graphopt.core.model import load_model
 

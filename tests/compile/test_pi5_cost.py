@@ -98,10 +98,23 @@ def test_bench_pi5_estimate_key(zoo_onnx) -> None:  # noqa: ANN001
     assert r.code == 0, r.err
     est = json.loads(r.out)["pi5_estimate"]
     assert est["estimate"] is True and (est["threads"] == 4 or "not_at_threads" in est)  # the Pi 5's 4 cores
-    if est["ms"] is not None:
-        assert est["method"] == "proxy" and "not measured" in est["label"]
+    data = pi5_cost.load()
+    proxied = data["proxy"]["ort-fp32"]["accepted"] and data["classes"]["ort-fp32"]["rates"]["4"]["accepted"]
+    assert (est["ms"] is not None) == proxied  # an fp32 ONNX model: the ort-fp32 class, as validated
+    if proxied:
+        assert est["class"] == "ort-fp32" and est["method"] == "proxy" and "not measured" in est["label"]
     else:
         assert est["why"]
+
+
+def test_bench_estimate_of_an_ncnn_int8_folder_is_of_the_int8_class(tmp_path: Path) -> None:
+    """An NCNN folder graphopt's int8 writer made is judged by the ncnn-int8 class, not fp16's."""
+    for name, meta in (("fp16", {"macs": 10**9}), ("int8", {"macs": 10**9, "int8": {"layers": []}})):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "m.ncnn.param").write_text("7767517\n0 0\n")
+        (folder / "m.ncnn.json").write_text(json.dumps(meta))
+        assert pi5_cost.model_estimate(folder)["class"] == f"ncnn-{name}"
 
 
 def test_pi5_search_ranks_by_the_estimate_where_accepted(zoo_onnx, tmp_path: Path) -> None:  # noqa: ANN001
