@@ -44,6 +44,9 @@ class QuantizeOptions(Options):
     # calibration streams (memory does not grow with samples); the bound is on time
     samples: int = option(64, "calibration images (unreadable ones are skipped and counted)", lo=1, hi=100_000)
     per_channel: bool = option(True, "per-channel weight scales")
+    reduce_range: bool | None = option(
+        None, "7-bit weights; none: for target=x86 on an x86 host without VNNI (its int8 sums saturate)"
+    )
     exclude_head: bool = option(True, "keep the head's post-processing tail float")
     float_output_convs: bool = option(True, "keep the head's output convs float as well")
     exclude: list[str] = option([], "more node names to keep float")
@@ -140,13 +143,18 @@ def _static(
         if inp.shape and all(isinstance(d, int) for d in inp.shape[2:])
         else (meta.imgsz or (640, 640))
     )
-    config = q.QuantConfig(target, opts.calibration, opts.per_channel, opts.percentile, sorted(float_nodes))
+    auto_range = target == "x86" and q.x86_without_vnni()
+    reduce_range = opts.reduce_range if opts.reduce_range is not None else auto_range
+    config = q.QuantConfig(
+        target, opts.calibration, opts.per_channel, opts.percentile, sorted(float_nodes), reduce_range
+    )
     details: dict[str, Any] = {
         "mode": "static",
         "target": target,
         "types": q.TARGET_TYPES[target],
         "calibration": opts.calibration,
         "per_channel": opts.per_channel,
+        "reduce_range": reduce_range,
     }
     details["calibration_memory_estimate_mb"] = round(q.check_memory(model) / 2**20)
     with tempfile.TemporaryDirectory(prefix="graphopt-quant-") as tmp:
@@ -165,6 +173,11 @@ def _static(
             f"{opts.calibration} calibration on {reader.used} image(s)"
             + (f", {len(stream.skipped)} unreadable skipped" if stream.skipped else "")
         ] + reasons
+        if reduce_range:
+            notes.append(
+                "7-bit weights (reduce_range)"
+                + (": this x86 host has no VNNI, and its u8·s8 kernels saturate 8-bit weights" if opts.reduce_range is None else "")
+            )
         extra_float: list[str] = []
         if opts.sensitivity or opts.budget is not None:
             extra_float, steps, table = _mixed_precision(model, quantizer, ctx, hw, meta, quantizable, work)

@@ -214,3 +214,28 @@ def test_naive_quantization_would_break_the_head(zoo_onnx, calib: Path) -> None:
         )
 
     assert err(keep) < err(naive)
+
+
+def _int8_weight_absmax(model: onnx.ModelProto) -> int:
+    weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert weights
+    return max(int(np.abs(onnx.numpy_helper.to_array(t).astype(np.int16)).max()) for t in weights)
+
+
+@pytest.mark.parametrize("no_vnni", [True, False])
+def test_x86_weights_are_7_bit_only_on_a_host_without_vnni(
+    zoo_onnx, calib: Path, monkeypatch: pytest.MonkeyPatch, no_vnni: bool  # noqa: ANN001
+) -> None:
+    """AVX2-only x86 kernels sum u8·s8 products in 16 bits and saturate 8-bit weights: there (and only
+    for target=x86) the weights get 7 bits; the Pi's S8S8 never does; the option overrides the host."""
+    from graphopt.quantize import ort
+
+    monkeypatch.setattr(ort, "x86_without_vnni", lambda: no_vnni)
+    x86 = _quantize(zoo_onnx("yolov8"), calib, target="x86")
+    assert x86.reports[0].details["reduce_range"] is no_vnni
+    assert (_int8_weight_absmax(x86.model) <= 64) is no_vnni  # 7-bit weights: [-64, 64]
+    assert any("7-bit" in n for n in x86.reports[0].notes) is no_vnni
+    arm = _quantize(zoo_onnx("yolov8"), calib, target="arm")
+    assert arm.reports[0].details["reduce_range"] is False and _int8_weight_absmax(arm.model) == 127
+    forced = _quantize(zoo_onnx("yolov8"), calib, target="arm", reduce_range=True)
+    assert _int8_weight_absmax(forced.model) <= 64
