@@ -67,6 +67,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from graphopt.core.errors import GraphoptError
+from graphopt.core.fileio import read_bytes
 from runtime.metadata import MAX_INPUT_SIDE
 
 KNOWN = {
@@ -214,13 +215,7 @@ class Weights:
 
 
 def read_weights(path: Path) -> Weights:
-    from runtime.files import MAX_MODEL_BYTES, FileProblem, input_file
-
-    try:
-        input_file(path, "Darknet .weights file", MAX_MODEL_BYTES)
-    except FileProblem as exc:
-        raise GraphoptError(str(exc)) from None
-    raw = path.read_bytes()
+    raw = read_bytes(path, "Darknet .weights file")
     if len(raw) < 16:
         raise GraphoptError(f"{path}: too short for a Darknet .weights header ({len(raw)} bytes)")
     major, minor, revision = (int(v) for v in np.frombuffer(raw[:12], "<i4"))

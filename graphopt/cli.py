@@ -54,6 +54,19 @@ def backend_options(command: Any) -> Any:
     )(command)
 
 
+def ncnn_int8_option(dest: str, help: str) -> Any:
+    """--int8 [mixed|all], declared once: compile (pi5-ncnn) and convert (--to ncnn) write the same model."""
+    return click.option(
+        "--int8",
+        dest,
+        type=click.Choice(["mixed", "all"]),
+        is_flag=False,
+        flag_value="mixed",
+        default=None,
+        help=help,
+    )
+
+
 UNIT = FiniteFloat(0.0, 1.0)
 NON_NEGATIVE = FiniteFloat(0.0)
 POSITIVE_INT = click.IntRange(min=1)
@@ -503,14 +516,9 @@ def detect(
     is_flag=True,
     help="Deploy every lossy stage (prune, int8) even where it does not pay on the target.",
 )
-@click.option(
-    "--int8",
+@ncnn_int8_option(
     "ncnn_int8",
-    type=click.Choice(["mixed", "all"]),
-    is_flag=False,
-    flag_value="mixed",
-    default=None,
-    help="pi5-ncnn: an int8 NCNN model (mixed: where NCNN's kernels pay; all: every conv but the head's).",
+    "pi5-ncnn: an int8 NCNN model (mixed: where NCNN's kernels pay; all: every conv but the head's).",
 )
 @click.option("--repo", help="Training repo checkout the checkpoint needs (as for export).")
 @click.option("--trust", is_flag=True, help="Allow full unpickling of the checkpoint (runs code from it).")
@@ -586,14 +594,9 @@ def compile_command(
     help="Verify on a real image: an image, or the first of a folder or data.yaml; with --int8, the "
     "calibration images (a data.yaml's train split).",
 )
-@click.option(
-    "--int8",
+@ncnn_int8_option(
     "int8_mode",
-    type=click.Choice(["mixed", "all"]),
-    is_flag=False,
-    flag_value="mixed",
-    default=None,
-    help="Write an int8 NCNN model (needs --data): mixed = int8 where NCNN's kernels pay (convs "
+    "Write an int8 NCNN model (needs --data): mixed = int8 where NCNN's kernels pay (convs "
     "followed by Swish stay fp16); all = every conv but the head's output convs.",
 )
 @click.option(

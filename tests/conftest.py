@@ -8,6 +8,7 @@ and `slow` (minutes). Modules named test_real_* are real; tests that need PyTorc
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -90,13 +91,40 @@ def record_torch_load(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return calls
 
 
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """A folder that `build(folder)` fills once per test run, for every xdist worker: the first worker to
+    ask builds it, another asking meanwhile waits for it (a session fixture alone is built per worker).
+    A build that fails leaves nothing marked built, so the next asker fails the same way."""
+    import fcntl
+    import shutil
+
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the controller's temp folder, shared by the workers of this run
+    folder = root / f"built-{name}"
+    with open(root / f"built-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 def _export_real(checkpoint: Path, factory: pytest.TempPathFactory, imgsz: int = 640) -> Path:
     """The frontend's export of a real checkpoint, verified on a real image (in a child process: the
-    session keeps the ONNX, not torch's memory)."""
+    session keeps the ONNX, not torch's memory); once per run."""
     pytest.importorskip("torch")
     need_shared(checkpoint)
-    out = factory.mktemp(f"{checkpoint.stem}-{imgsz}") / f"{checkpoint.stem}.onnx"
-    return export_in_child(checkpoint, out, image=need_shared(VERIFY_IMAGE), imgsz=imgsz)
+    image = need_shared(VERIFY_IMAGE)
+    name = f"{checkpoint.stem}.onnx"
+    folder = built_once(
+        factory,
+        f"{checkpoint.stem}-{imgsz}",
+        lambda d: export_in_child(checkpoint, d / name, image=image, imgsz=imgsz),
+    )
+    return folder / name
 
 
 @pytest.fixture(scope="session")
@@ -121,9 +149,55 @@ def yolov5n_lossless(yolov5n_onnx: Path, tmp_path_factory: pytest.TempPathFactor
     from graphopt.core.model import load_model, save_model
     from graphopt.passes.pipeline import Pipeline
 
-    out = tmp_path_factory.mktemp("v5lossless") / "yolov5n-coco.lossless.onnx"
-    save_model(Pipeline.from_recipe("lossless").run(load_model(yolov5n_onnx)).model, out)
-    return out
+    name = "yolov5n-coco.lossless.onnx"
+
+    def build(folder: Path) -> None:
+        save_model(Pipeline.from_recipe("lossless").run(load_model(yolov5n_onnx)).model, folder / name)
+
+    return built_once(tmp_path_factory, "yolov5n-lossless", build) / name
+
+
+@pytest.fixture(scope="session")
+def yolov5n_lossless_map(yolov5n_lossless: Path, tmp_path_factory: pytest.TempPathFactory) -> float:
+    """mAP50-95 of `yolov5n_lossless` on COCO128's data.yaml (all 128 images), evaluated once per run:
+    the fp32 reference of the int8, NCNN, fused-NMS and yolov5-val tests."""
+    import json
+
+    from graphopt.eval.evaluate import evaluate
+
+    def build(folder: Path) -> None:
+        result = evaluate(yolov5n_lossless, need_shared(COCO128) / "data.yaml", progress=False)
+        (folder / "map.json").write_text(json.dumps({"map50_95": result.map50_95}))
+
+    folder = built_once(tmp_path_factory, "yolov5n-lossless-map", build)
+    return float(json.loads((folder / "map.json").read_text())["map50_95"])
+
+
+@pytest.fixture(scope="session")
+def readme_compile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The README's newcomer command run verbatim, once per run (it compiles the bundled model, as
+    `graphopt compile` with no arguments does): (its working folder, {returncode, stdout, stderr})."""
+    import json
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    pytest.importorskip("torch", reason="the bundled model is a .pt: compiling it exports it with PyTorch")
+
+    def build(folder: Path) -> None:
+        readme = (REPO / "README.md").read_text()
+        command = next(c for c in re.findall(r"```bash\n(.*?)\n```", readme, re.S) if "graphopt compile" in c)
+        shutil.copytree(REPO / "graphopt" / "assets", folder / "graphopt" / "assets")  # the paths it names
+        env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        proc = subprocess.run(command, shell=True, cwd=folder, capture_output=True, text=True, env=env)
+        result = {"command": command, "returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+        (folder / "result.json").write_text(json.dumps(result))
+
+    folder = built_once(tmp_path_factory, "readme-compile", build)
+    return folder, json.loads((folder / "result.json").read_text())
 
 
 @pytest.fixture(scope="session")

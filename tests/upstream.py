@@ -34,40 +34,45 @@ def _torchscript_export(*args, **kwargs):
 torch.onnx.export = _torchscript_export
 """
 
-BUILD = """
+BUILD_FN = """
 import json, torch
 from models.yolo import Model
-cfg, out, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
-torch.manual_seed(seed)
-model = Model(cfg, ch=3, nc=80)
-gen = torch.Generator().manual_seed(seed)
-for m in model.modules():  # trained-looking BN statistics, so that folding them is really tested
-    if isinstance(m, torch.nn.BatchNorm2d):
-        c = m.num_features
-        m.weight.data = torch.rand(c, generator=gen) + 0.5
-        m.bias.data = torch.randn(c, generator=gen) * 0.1
-        m.running_mean = torch.randn(c, generator=gen) * 0.1
-        m.running_var = torch.rand(c, generator=gen) + 0.5
-if len(sys.argv) > 4 and sys.argv[4] == "spread":
-    # Rescale each output channel of the anchor head so that its logits have mean 0 and std 2 over an
-    # image-like input:
-    # scores then differ clearly between anchors (untrained heads give near-equal scores, and NMS
-    # comparisons become a matter of fp32 ties).
-    model.eval()
-    convs = list(getattr(model.model[-1], "m", []))
-    seen = []
-    hooks = [c.register_forward_hook(lambda m, i, o: seen.append(o.detach())) for c in convs]
-    with torch.no_grad():
-        model(torch.rand(1, 3, 320, 320, generator=gen))
-    for h in hooks:
-        h.remove()
-    for conv, logits in zip(convs, seen):
-        mean, std = logits.mean((0, 2, 3)), logits.std((0, 2, 3)).clamp_min(0.05)
-        conv.weight.data *= (2.0 / std).view(-1, 1, 1, 1)
-        conv.bias.data = (conv.bias.data - mean) * 2.0 / std
-model.eval().requires_grad_(False)  # as trainers save their EMA model
-torch.save({"model": model, "epoch": -1, "date": None}, out)
-print(json.dumps({"head": type(model.model[-1]).__name__, "layers": len(model.model)}))
+def build(cfg, out, seed, spread):
+    torch.manual_seed(seed)
+    model = Model(cfg, ch=3, nc=80)
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():  # trained-looking BN statistics, so that folding them is really tested
+        if isinstance(m, torch.nn.BatchNorm2d):
+            c = m.num_features
+            m.weight.data = torch.rand(c, generator=gen) + 0.5
+            m.bias.data = torch.randn(c, generator=gen) * 0.1
+            m.running_mean = torch.randn(c, generator=gen) * 0.1
+            m.running_var = torch.rand(c, generator=gen) + 0.5
+    if spread:
+        # Rescale each output channel of the anchor head so that its logits have mean 0 and std 2 over an
+        # image-like input:
+        # scores then differ clearly between anchors (untrained heads give near-equal scores, and NMS
+        # comparisons become a matter of fp32 ties).
+        model.eval()
+        convs = list(getattr(model.model[-1], "m", []))
+        seen = []
+        hooks = [c.register_forward_hook(lambda m, i, o: seen.append(o.detach())) for c in convs]
+        with torch.no_grad():
+            model(torch.rand(1, 3, 320, 320, generator=gen))
+        for h in hooks:
+            h.remove()
+        for conv, logits in zip(convs, seen):
+            mean, std = logits.mean((0, 2, 3)), logits.std((0, 2, 3)).clamp_min(0.05)
+            conv.weight.data *= (2.0 / std).view(-1, 1, 1, 1)
+            conv.bias.data = (conv.bias.data - mean) * 2.0 / std
+    model.eval().requires_grad_(False)  # as trainers save their EMA model
+    torch.save({"model": model, "epoch": -1, "date": None}, out)
+    print(json.dumps({"head": type(model.model[-1]).__name__, "layers": len(model.model)}))
+    return model
+"""
+
+BUILD = BUILD_FN + """
+build(sys.argv[1], sys.argv[2], int(sys.argv[3]), len(sys.argv) > 4 and sys.argv[4] == "spread")
 """
 
 # tools/reparameterization.ipynb, as data: gelan layer idx < split -> dual layer idx + offset; the
@@ -81,28 +86,41 @@ TWIN_RULES = {
     "e": {"ranges": [(29, 0), (42, 7)], "head": 7},
 }
 
+TWIN_FN = """
+def convert_twin(dual, gelan_cfg, out, rules):
+    model = Model(gelan_cfg, ch=3, nc=80).eval()
+    source, target = dual.state_dict(), model.state_dict()
+    for k in target:
+        idx = int(k.split(".")[1])
+        for limit, offset in rules["ranges"]:
+            if idx < limit:
+                kr = k.replace(f"model.{idx}.", f"model.{idx + offset}.")
+                break
+        else:
+            to = idx + rules["head"]
+            kr = (k.replace(f"model.{idx}.cv2.", f"model.{to}.cv4.").replace(f"model.{idx}.cv3.", f"model.{to}.cv5.")
+                   .replace(f"model.{idx}.dfl.", f"model.{to}.dfl2."))
+        target[k] -= target[k]
+        target[k] += source[kr]
+    model.names = dual.names
+    torch.save({"model": model, "epoch": -1}, out)
+    print(json.dumps({"converted": len(target)}))
+"""
+
 TWIN = """
 import json, torch
 from models.yolo import Model
+""" + TWIN_FN + """
 dual_path, gelan_cfg, out, rules = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-dual = torch.load(dual_path, map_location="cpu", weights_only=False)["model"]
-model = Model(gelan_cfg, ch=3, nc=80).eval()
-source, target = dual.state_dict(), model.state_dict()
-for k in target:
-    idx = int(k.split(".")[1])
-    for limit, offset in rules["ranges"]:
-        if idx < limit:
-            kr = k.replace(f"model.{idx}.", f"model.{idx + offset}.")
-            break
-    else:
-        to = idx + rules["head"]
-        kr = (k.replace(f"model.{idx}.cv2.", f"model.{to}.cv4.").replace(f"model.{idx}.cv3.", f"model.{to}.cv5.")
-               .replace(f"model.{idx}.dfl.", f"model.{to}.dfl2."))
-    target[k] -= target[k]
-    target[k] += source[kr]
-model.names = dual.names
-torch.save({"model": model, "epoch": -1}, out)
-print(json.dumps({"converted": len(target)}))
+convert_twin(torch.load(dual_path, map_location="cpu", weights_only=False)["model"], gelan_cfg, out, rules)
+"""
+
+# One interpreter for both (yolov9-e: torch imported once, and its 58 M-parameter checkpoint is not read
+# back from disk to be converted).
+BUILD_AND_TWIN = BUILD_FN + TWIN_FN + """
+cfg, dual_out, seed, gelan_cfg, twin_out, rules = sys.argv[1:7]
+dual = build(cfg, dual_out, int(seed), False)
+convert_twin(dual, gelan_cfg, twin_out, json.loads(rules))
 """
 
 FUSED = """
@@ -180,6 +198,14 @@ def build(repo: Path, cfg: str, out: Path, seed: int = 0, spread: bool = False) 
     repo's trainer saves it (pickled repo classes). `spread`: anchor-head output biases spread out."""
     args = [cfg, out, seed] + (["spread"] if spread else [])
     return json.loads(run(repo, BUILD, *args).strip().splitlines()[-1])
+
+
+def build_with_twin(repo: Path, variant: str, dual: Path, twin: Path, seed: int = 0) -> dict:
+    """`build` of models/detect/yolov9-VARIANT.yaml into `dual` and its `converted_twin` into `twin`, in
+    one child; `build`'s summary."""
+    cfg, gelan = f"models/detect/yolov9-{variant}.yaml", f"models/detect/gelan-{variant}.yaml"
+    out = run(repo, BUILD_AND_TWIN, cfg, dual, seed, gelan, twin, json.dumps(TWIN_RULES[variant]))
+    return next(json.loads(line) for line in out.splitlines() if line.startswith('{"head"'))
 
 
 def converted_twin(repo: Path, dual: Path, variant: str, out: Path) -> Path:

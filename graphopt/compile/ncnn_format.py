@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from graphopt.core.errors import GraphoptError
+from graphopt.core.fileio import read_bytes, read_text
 
 MAGIC = "7767517"
 TAG_FP32 = 0
@@ -80,7 +81,8 @@ class NcnnModel:
 
 
 def read_param(path: Path) -> NcnnModel:
-    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    # size-capped before it is read: a hostile .param is refused before it is held in memory
+    text = read_text(path, "NCNN .param file").splitlines()
     if len(text) < 2 or text[0].strip() != MAGIC:
         raise NcnnFormatError(f"{path}: not an NCNN .param file (no {MAGIC} magic line)")
     if len(text) > MAX_PARAM_LINES:
@@ -209,7 +211,7 @@ class _Reader:
 def read_model(param: Path, weights: Path) -> NcnnModel:
     """The layers of `param` with their arrays from `weights` (as fp32, int8 values unscaled)."""
     model = read_param(param)
-    reader = _Reader(weights.read_bytes(), weights)
+    reader = _Reader(read_bytes(weights, "NCNN .bin file"), weights)
     for layer in model.layers:
         for spec in array_specs(layer):
             values, _ = reader.array(spec, f"layer {layer.name}'s {spec.role}")
@@ -253,7 +255,7 @@ def check_files(param: Path, weights: Path) -> dict[str, int]:
     with int8 weights (values in [-127, 127]) and positive finite scales, nothing left over.
     Returns counts per storage kind; a malformed pair raises NcnnFormatError (one line)."""
     model = read_param(param)
-    reader = _Reader(weights.read_bytes(), weights)
+    reader = _Reader(read_bytes(weights, "NCNN .bin file"), weights)
     counts = {"int8_layers": 0, "fp16_arrays": 0, "fp32_arrays": 0}
     for layer in model.layers:
         term = layer.geti(8, 0) if layer.type in CONV_TYPES + ("InnerProduct",) else 0

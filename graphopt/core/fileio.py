@@ -38,6 +38,17 @@ def read_text(path: str | os.PathLike[str], what: str) -> str:
         raise GraphoptError(str(exc)) from None
 
 
+def read_bytes(path: str | os.PathLike[str], what: str, max_bytes: int = files.MAX_MODEL_BYTES) -> bytes:
+    """A binary input whole (regular file, size-capped before it is read), noted as being read."""
+    try:
+        p = files.input_file(path, what, max_bytes)
+        return p.read_bytes()
+    except files.FileProblem as exc:
+        raise GraphoptError(str(exc)) from None
+    except OSError as exc:
+        raise GraphoptError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 @dataclass
 class CapturedLog:
     lines: list[str] = field(default_factory=list)

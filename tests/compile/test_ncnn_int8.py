@@ -94,6 +94,13 @@ def images(tmp_path: Path) -> Path:
     return folder
 
 
+def _int8_folder(tmp_path: Path) -> Path:
+    """The empty folder the int8 writer writes into (it writes into an existing folder, as convert's)."""
+    out = tmp_path / "int8"
+    out.mkdir()
+    return out
+
+
 def _outputs(folder: Path, images: Path) -> list[np.ndarray]:
     from runtime.backends import NcnnBackend
     from runtime.preprocess import Preprocess
@@ -107,8 +114,7 @@ def _outputs(folder: Path, images: Path) -> list[np.ndarray]:
 def test_int8_writer_output_loads_in_ncnn_and_matches_fp32_within_int8_error(
     fp32_pair: Path, images: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "int8"
-    out.mkdir()
+    out = _int8_folder(tmp_path)
     r = ncnn_int8.write_int8(fp32_pair / "tiny.ncnn.param", out, "tiny", images, "mixed", "kl", samples=6)
     assert r["int8_layers"] == 3 and r["conv_layers"] == 4  # the head conv stays float
     param = read_param(out / "tiny.ncnn.param")
@@ -141,8 +147,7 @@ def test_int8_writer_output_loads_in_ncnn_and_matches_fp32_within_int8_error(
 
 
 def test_layout_check_refuses_a_wrong_scale_count(fp32_pair: Path, images: Path, tmp_path: Path) -> None:
-    out = tmp_path / "int8"
-    out.mkdir()
+    out = _int8_folder(tmp_path)
     ncnn_int8.write_int8(fp32_pair / "tiny.ncnn.param", out, "tiny", images, "all", "aciq", samples=3)
     param, weights = out / "tiny.ncnn.param", out / "tiny.ncnn.bin"
     model = read_param(param)
@@ -175,8 +180,7 @@ def test_verification_beyond_the_bound_fails_and_writes_nothing(
     from graphopt.core.errors import VerificationError
 
     monkeypatch.setattr(ncnn_int8, "MIN_COSINE", 1.0 + 1e-6)  # no int8 model is exact
-    out = tmp_path / "int8"
-    out.mkdir()
+    out = _int8_folder(tmp_path)
     with pytest.raises(VerificationError, match="nothing was written"):
         ncnn_int8.write_int8(fp32_pair / "tiny.ncnn.param", out, "tiny", images, "mixed", "aciq", samples=2)
     assert list(out.iterdir()) == []
@@ -273,8 +277,7 @@ def test_convert_int8_failing_verification_exits_with_one_line_and_leaves_nothin
 def test_auto_calibration_keeps_the_table_that_agrees_best_with_fp32(
     fp32_pair: Path, images: Path, tmp_path: Path
 ) -> None:
-    out = tmp_path / "int8"
-    out.mkdir()
+    out = _int8_folder(tmp_path)
     r = ncnn_int8.write_int8(fp32_pair / "tiny.ncnn.param", out, "tiny", images, "all", "auto", samples=4)
     compared = r["calibration_compared"]
     assert set(compared) == {"kl", "aciq"}

@@ -14,14 +14,13 @@ pytest.importorskip("torch", reason="compiling the bundled .pt exports it with P
 
 
 @pytest.mark.slow
-def test_default_compile_detects_the_bus_and_the_people(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    r = run_cli("compile", "--json")  # the README's command: no model, no data, nothing downloaded
-    assert r.code == 0, r.err
-    report = json.loads(r.out)
-    out = tmp_path / "compiled-x86-ort"
+def test_default_compile_detects_the_bus_and_the_people(readme_compile: tuple[Path, dict]) -> None:
+    # the README's command (`graphopt compile -o compiled`: no model, no data, nothing downloaded), run
+    # once for this test and the README's (tests/conftest.py); `--json` on stdout: the split test below
+    folder, result = readme_compile
+    assert result["returncode"] == 0, result["stderr"]
+    out = folder / "compiled"
+    report = json.loads((out / "report.json").read_text())
     assert [s["stage"] for s in report["stages"]] == ["export", "lossless", "int8", "fuse-nms"]
     assert "bundled" in report["calibration"]
     names = [d.split()[0] for d in report["sample_detections"]]

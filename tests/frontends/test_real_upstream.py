@@ -106,8 +106,8 @@ def test_yolov9_dual_becomes_its_converted_twin(work: Path, variant: str) -> Non
     equal to the official converted gelan twin (tools/reparameterization.ipynb), same Conv count."""
     repo = upstream.repo_copy("yolov9", work)
     dual = work / f"yolov9-{variant}.pt"
-    assert upstream.build(repo, f"models/detect/yolov9-{variant}.yaml", dual, seed=9)["head"] == "DualDDetect"
-    twin = upstream.converted_twin(repo, dual, variant, work / f"gelan-{variant}.pt")
+    twin = work / f"gelan-{variant}.pt"
+    assert upstream.build_with_twin(repo, variant, dual, twin, seed=9)["head"] == "DualDDetect"
     imgsz = 160  # the twin equality holds at any size; 160 keeps yolov9-e's checks to seconds
     ours = work / f"yolov9-{variant}.graphopt.onnx"
     # in a child: yolov9-e's export holds ~2 GB in torch, which the ONNX checks below must not sit on
