@@ -158,24 +158,47 @@ class ChannelGraph:
 
     def kept_counts(self, removed: set[int]) -> tuple[dict[str, int], dict[str, int]]:
         """Per conv: output channels kept, input channels kept (for MACs), given removed unit roots."""
-        produced, depthwise, consumed = self._resolved_roots()
-        out = {n: sum(r not in removed for r in rs) for n, rs in produced.items()}
-        out.update({n: sum(r not in removed for r in rs) for n, rs in depthwise.items()})
-        inp = {n: sum(r not in removed for r in rs) for n, rs in consumed.items()}
-        inp.update({n: out[n] for n in self.depthwise})
+        produced, depthwise, consumed = (self._kept_per_conv(t, removed) for t in self._resolved_roots())
+        out = produced | depthwise
+        inp = consumed | {n: out[n] for n in self.depthwise}
         return out, inp
 
-    def _resolved_roots(self) -> tuple[dict[str, list[int]], ...]:
+    @staticmethod
+    def _kept_per_conv(table: _RootTable, removed: set[int]) -> dict[str, int]:
+        gone = np.zeros(table.size, dtype=bool)
+        ids = [r for r in removed if r < table.size]
+        gone[ids] = True
+        kept = np.bincount(table.owner, weights=~gone[table.roots], minlength=len(table.names))
+        return dict(zip(table.names, kept.astype(int).tolist(), strict=True))
+
+    def _resolved_roots(self) -> tuple[_RootTable, ...]:
         # The allocator asks for kept counts thousands of times on a finished analysis: resolve each
-        # unit's root once (valid until the next union).
+        # unit's root once (valid until the next union), as arrays, so that a count is two numpy passes.
         cached = self.__dict__.get("_roots")
         if cached is None or cached[0] != self.uf.unions:
             resolved = tuple(
-                {n: [self.root(u) for u in us] for n, us in table.items()}
+                _RootTable.of({n: [self.root(u) for u in us] for n, us in table.items()})
                 for table in (self.producers, self.depthwise, self.conv_inputs)
             )
             cached = self.__dict__["_roots"] = (self.uf.unions, resolved)
         return cached[1]
+
+
+@dataclass(frozen=True)
+class _RootTable:
+    """Per conv its units' roots, flattened: `roots[k]` belongs to conv `names[owner[k]]`."""
+
+    names: list[str]
+    roots: np.ndarray
+    owner: np.ndarray
+    size: int  # one past the largest root
+
+    @classmethod
+    def of(cls, table: dict[str, list[int]]) -> _RootTable:
+        names = list(table)
+        roots = np.array([r for n in names for r in table[n]], dtype=np.intp)
+        owner = np.repeat(np.arange(len(names), dtype=np.intp), [len(table[n]) for n in names])
+        return cls(names, roots, owner, int(roots.max()) + 1 if roots.size else 0)
 
 
 def analyse(graph: gs.Graph) -> ChannelGraph:
