@@ -122,13 +122,19 @@ def input_file(
     return p
 
 
-def read_text(path: str | os.PathLike[str], what: str = "text file", max_bytes: int = MAX_TEXT_BYTES) -> str:
-    """A small UTF-8 text input, whole (regular file, size-capped), else FileProblem."""
+def read_bytes(path: str | os.PathLike[str], what: str = "file", max_bytes: int = MAX_MODEL_BYTES) -> bytes:
+    """An input, whole (regular file, size-capped before it is read), else FileProblem."""
     p = input_file(path, what, max_bytes)
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except OSError as exc:
         raise FileProblem(f"{p}: cannot read ({exc.strerror or exc})") from None
+
+
+def read_text(path: str | os.PathLike[str], what: str = "text file", max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """A small UTF-8 text input, whole (regular file, size-capped), else FileProblem."""
+    p = Path(path)
+    data = read_bytes(p, what, max_bytes)
     if b"\x00" in data:
         raise FileProblem(f"{p}: binary content, expected {_a(what)}")
     try:

@@ -34,9 +34,13 @@ def _torchscript_export(*args, **kwargs):
 torch.onnx.export = _torchscript_export
 """
 
-BUILD_FN = """
+# The yolov5/yolov7/yolov9 model scripts below: function definitions after these imports, then a main.
+_YOLO_IMPORTS = """
 import json, torch
 from models.yolo import Model
+"""
+
+BUILD_FN = """
 def build(cfg, out, seed, spread):
     torch.manual_seed(seed)
     model = Model(cfg, ch=3, nc=80)
@@ -71,7 +75,7 @@ def build(cfg, out, seed, spread):
     return model
 """
 
-BUILD = BUILD_FN + """
+BUILD = _YOLO_IMPORTS + BUILD_FN + """
 build(sys.argv[1], sys.argv[2], int(sys.argv[3]), len(sys.argv) > 4 and sys.argv[4] == "spread")
 """
 
@@ -107,17 +111,14 @@ def convert_twin(dual, gelan_cfg, out, rules):
     print(json.dumps({"converted": len(target)}))
 """
 
-TWIN = """
-import json, torch
-from models.yolo import Model
-""" + TWIN_FN + """
+TWIN = _YOLO_IMPORTS + TWIN_FN + """
 dual_path, gelan_cfg, out, rules = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 convert_twin(torch.load(dual_path, map_location="cpu", weights_only=False)["model"], gelan_cfg, out, rules)
 """
 
 # One interpreter for both (yolov9-e: torch imported once, and its 58 M-parameter checkpoint is not read
 # back from disk to be converted).
-BUILD_AND_TWIN = BUILD_FN + TWIN_FN + """
+BUILD_AND_TWIN = _YOLO_IMPORTS + BUILD_FN + TWIN_FN + """
 cfg, dual_out, seed, gelan_cfg, twin_out, rules = sys.argv[1:7]
 dual = build(cfg, dual_out, int(seed), False)
 convert_twin(dual, gelan_cfg, twin_out, json.loads(rules))

@@ -41,12 +41,9 @@ def read_text(path: str | os.PathLike[str], what: str) -> str:
 def read_bytes(path: str | os.PathLike[str], what: str, max_bytes: int = files.MAX_MODEL_BYTES) -> bytes:
     """A binary input whole (regular file, size-capped before it is read), noted as being read."""
     try:
-        p = files.input_file(path, what, max_bytes)
-        return p.read_bytes()
+        return files.read_bytes(path, what, max_bytes)
     except files.FileProblem as exc:
         raise GraphoptError(str(exc)) from None
-    except OSError as exc:
-        raise GraphoptError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 @dataclass

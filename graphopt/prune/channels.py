@@ -158,18 +158,14 @@ class ChannelGraph:
 
     def kept_counts(self, removed: set[int]) -> tuple[dict[str, int], dict[str, int]]:
         """Per conv: output channels kept, input channels kept (for MACs), given removed unit roots."""
-        produced, depthwise, consumed = (self._kept_per_conv(t, removed) for t in self._resolved_roots())
+        tables = self._resolved_roots()
+        size = max(t.size for t in tables)
+        kept = np.ones(size, dtype=bool)  # per root: not removed (one mask for the three tables)
+        kept[[r for r in removed if r < size]] = False
+        produced, depthwise, consumed = (t.kept(kept) for t in tables)
         out = produced | depthwise
         inp = consumed | {n: out[n] for n in self.depthwise}
         return out, inp
-
-    @staticmethod
-    def _kept_per_conv(table: _RootTable, removed: set[int]) -> dict[str, int]:
-        gone = np.zeros(table.size, dtype=bool)
-        ids = [r for r in removed if r < table.size]
-        gone[ids] = True
-        kept = np.bincount(table.owner, weights=~gone[table.roots], minlength=len(table.names))
-        return dict(zip(table.names, kept.astype(int).tolist(), strict=True))
 
     def _resolved_roots(self) -> tuple[_RootTable, ...]:
         # The allocator asks for kept counts thousands of times on a finished analysis: resolve each
@@ -199,6 +195,11 @@ class _RootTable:
         roots = np.array([r for n in names for r in table[n]], dtype=np.intp)
         owner = np.repeat(np.arange(len(names), dtype=np.intp), [len(table[n]) for n in names])
         return cls(names, roots, owner, int(roots.max()) + 1 if roots.size else 0)
+
+    def kept(self, kept_roots: np.ndarray) -> dict[str, int]:
+        """Per conv, its units whose root `kept_roots` marks (a mask at least `size` long)."""
+        counts = np.bincount(self.owner, weights=kept_roots[self.roots], minlength=len(self.names))
+        return dict(zip(self.names, counts.astype(int).tolist(), strict=True))
 
 
 def analyse(graph: gs.Graph) -> ChannelGraph:
