@@ -18,6 +18,9 @@ from tests.helpers import COCO128, FIXTURES, VERIFY_IMAGE, YOLOV5N, YOLOV9T, exp
 from tools.make_demo_model import build_demo_model
 from tools.make_test_fixtures import fixture_name
 
+# --record-passed / --skip-passed: CI's two environments run each test once (tests/run_once.py)
+pytest_plugins = ["tests.run_once"]
+
 # Two xdist workers share the two cores: inference threads that spin while idle would take the core
 # the other worker computes on (tests time nothing that spinning would change; children inherit it).
 os.environ.setdefault("GRAPHOPT_THREAD_SPIN", "0")
