@@ -54,3 +54,17 @@ def test_a_missing_list_is_a_usage_error_not_a_full_run(tmp_path: Path) -> None:
     (tmp_path / "test_cases.py").write_text(CASES)
     result = _pytest(tmp_path, "--skip-passed", str(tmp_path / "absent.txt"))
     assert result.returncode == 4 and "cannot read" in result.stderr, result.stdout + result.stderr
+
+
+def test_a_list_outside_the_repo_keeps_the_repo_as_rootdir(tmp_path: Path) -> None:
+    """CI's own form (.ci/run): from the repo root, no test paths, the list in a temporary folder."""
+    listed = tmp_path / "passed.txt"
+    listed.write_text("")
+    for option in ("--record-passed", "--skip-passed"):
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "--co", "-p", "no:cacheprovider", f"{option}={listed}",
+             "-k", "no_test_has_this_name"],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        # 5: collected the suite, every test deselected by -k (a wrong rootdir is a usage error, 4)
+        assert result.returncode == 5, result.stdout + result.stderr
