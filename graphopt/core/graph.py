@@ -69,6 +69,20 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
+def infer_shapes_serialized(model: onnx.ModelProto) -> bytes:
+    """`infer_shapes` as the serialized model: for a caller that checks it and loads it into onnxruntime
+    as well, each of which would serialize it again (about 0.2 s each on a 200 MB model)."""
+    try:  # the C++ entry point onnx.shape_inference.infer_shapes wraps: it returns bytes, not a model
+        from onnx.onnx_cpp2py_export import shape_inference as c_shape_inference
+    except ImportError:  # a future onnx that moves it: the public API, one more serialization
+        return infer_shapes(model).SerializeToString()
+    serialized = model.SerializeToString()
+    try:
+        return c_shape_inference.infer_shapes(serialized, False, False, False)
+    except Exception:  # noqa: BLE001 - onnx raises several types here
+        return serialized
+
+
 class Names:
     """Fresh names for one pass, tensors and nodes alike: the one naming helper (graphsurgeon needs unique
     tensor names, and onnxruntime's quantizer addresses nodes by name; collisions corrupt a model)."""

@@ -17,7 +17,8 @@ from runtime.logs import quiet_onnxruntime
 Feed = dict[str, np.ndarray]  # one model input set: input name → tensor
 
 
-def session(model: onnx.ModelProto, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
+def session(model: onnx.ModelProto | bytes, optimize: bool = False, threads: int = 0) -> ort.InferenceSession:
+    """`model` as a ModelProto or already serialized (what a caller that serialized it anyway passes)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -28,13 +29,14 @@ def session(model: onnx.ModelProto, optimize: bool = False, threads: int = 0) ->
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = quiet_onnxruntime(ort)
     try:
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        serialized = model if isinstance(model, bytes) else model.SerializeToString()
+        return ort.InferenceSession(serialized, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         raise GraphoptError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0][:300]}") from exc
 
 
 def run(
-    model: onnx.ModelProto, feeds: list[Feed], outputs: list[str] | None = None, optimize: bool = False
+    model: onnx.ModelProto | bytes, feeds: list[Feed], outputs: list[str] | None = None, optimize: bool = False
 ) -> list[dict[str, np.ndarray]]:
     """Every feed through one session: a dict of output name → array per feed (all outputs by default)."""
     sess = session(model, optimize=optimize)

@@ -21,7 +21,7 @@ from graphopt import __version__
 from graphopt.core import ort_session
 from graphopt.core.compare import compare, cosine_of_outputs
 from graphopt.core.errors import GraphoptError, VerificationError
-from graphopt.core.graph import infer_shapes, tidy, to_graph, to_model
+from graphopt.core.graph import infer_shapes_serialized, tidy, to_graph, to_model
 from graphopt.core.model import (
     check_opset,
     io_signature,
@@ -249,10 +249,8 @@ class Pipeline:
         start = time.perf_counter()
         result = spec.fn(graph, ctx)
         seconds = time.perf_counter() - start
-        new = _finish(tidy(result.graph or graph), like=model, pass_name=spec.name)
+        new, serialized = _finish(tidy(result.graph or graph), model, spec.name, result.metadata)
         removed = _removed_outputs(model, new, result.removed_outputs, spec.name)
-        if result.metadata:
-            write_metadata(new, result.metadata)
         report = PassReport(
             name=spec.name,
             lossless=spec.is_lossless(step.options),
@@ -280,7 +278,7 @@ class Pipeline:
         if feeds is not None and reference is not None:
             if removed and spec.compare is None:  # announced: the other outputs are still checked
                 reference = _without(reference, removed)
-            outputs = ort_session.run(new, feeds)
+            outputs = ort_session.run(serialized, feeds)
             if spec.compare is not None:
                 cmp = spec.compare(reference, outputs, read_metadata(new), self.atol, self.rtol)
             else:
@@ -340,18 +338,23 @@ def _removed_outputs(
     return gone
 
 
-def _finish(graph: Any, like: onnx.ModelProto, pass_name: str) -> onnx.ModelProto:
-    """Export, re-infer shapes from scratch (stale value_info can contradict a rewrite), check."""
+def _finish(
+    graph: Any, like: onnx.ModelProto, pass_name: str, metadata: dict[str, Any] | None
+) -> tuple[onnx.ModelProto, bytes]:
+    """Export, re-infer shapes from scratch (stale value_info can contradict a rewrite), check: the model
+    and its serialized form, serialized once for the checker and onnxruntime both."""
     model = to_model(graph, like)
     del model.graph.value_info[:]
-    model = infer_shapes(model)
+    if metadata:
+        write_metadata(model, metadata)
+    serialized = infer_shapes_serialized(model)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(serialized)
     except (onnx.checker.ValidationError, ValueError) as exc:
         raise GraphoptError(
             f"pass '{pass_name}' produced an invalid model: {str(exc).splitlines()[0]}"
         ) from exc
-    return model
+    return onnx.load_from_string(serialized), serialized
 
 
 def _history_entry(report: PassReport) -> dict[str, Any]:
