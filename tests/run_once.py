@@ -4,7 +4,6 @@ skipped or failed in the first runs again in the second."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     record = config.getoption("--record-passed")
-    # under xdist the controller sees every worker's reports: it alone writes the file
-    if record and not os.environ.get("PYTEST_XDIST_WORKER"):
+    # under xdist the controller sees every worker's reports: it alone writes the file (a worker's config
+    # has workerinput; an environment variable would be inherited by a pytest this suite starts itself)
+    if record and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_PassedRecorder(Path(record)), "graphopt-record-passed")
 
 
