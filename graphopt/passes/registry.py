@@ -51,6 +51,8 @@ class PassContext:
 class PassResult:
     """What a pass did. `graph` is set by passes that rebuild the graph instead of editing it."""
 
+    # False (with no metadata and no removed output): the pipeline keeps the pass's input model as it
+    # was, unexported and unchecked again, so a pass that edited the graph must say changed=True
     changed: bool
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)

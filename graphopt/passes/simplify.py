@@ -14,8 +14,11 @@ from graphopt.passes.options import Options, option
 from graphopt.passes.registry import PassContext, PassResult, register
 
 
-def _structure(model: onnx.ModelProto) -> tuple[dict[str, int], int]:
-    return op_histogram(model), param_count(model)
+def _structure(model: onnx.ModelProto) -> tuple[dict[str, int], int, bytes]:
+    """What `changed` is judged on: op counts, parameters, and the declared inputs and outputs (shape
+    inference can give an output a static shape that a later pass requires)."""
+    io = b"".join(v.SerializeToString() for v in (*model.graph.input, *model.graph.output))
+    return op_histogram(model), param_count(model), io
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ def simplify(graph: gs.Graph, ctx: PassContext) -> PassResult:
     # one export of the input serves both the before-count and the folding (each export copies every
     # weight: on a large model, extra ones cost a model's size of memory apiece)
     model = gs.export_onnx(graph, do_type_check=False)
-    before_ops, before_params = _structure(model)
+    before = _structure(model)
     notes: list[str] = []
     simplified = None
     if ctx.options.use_onnxsim:
@@ -40,14 +43,14 @@ def simplify(graph: gs.Graph, ctx: PassContext) -> PassResult:
         simplified = _with_graphsurgeon(model)
         notes.append("constant folding by onnx-graphsurgeon")
     del model
-    after_ops, after_params = _structure(simplified)
-    if sum(after_ops.values()) > sum(before_ops.values()):
-        notes.append(
-            f"kept the input graph: simplification would grow nodes {sum(before_ops.values())} → {sum(after_ops.values())}"
-        )
+    after = _structure(simplified)
+    nodes_before, nodes_after = sum(before[0].values()), sum(after[0].values())
+    if nodes_after > nodes_before:
+        notes.append(f"kept the input graph: simplification would grow nodes {nodes_before} → {nodes_after}")
         return PassResult(changed=False, notes=notes)
-    changed = (after_ops, after_params) != (before_ops, before_params)
-    return PassResult(changed=changed, notes=notes, graph=gs.import_onnx(simplified))
+    if after == before:  # the same graph: the pipeline keeps its input as it is
+        return PassResult(changed=False, notes=notes)
+    return PassResult(changed=True, notes=notes, graph=gs.import_onnx(simplified))
 
 
 def _with_graphsurgeon(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -90,6 +90,46 @@ def test_lossy_pass_is_measured_and_rebaselines(demo_model: Path, lossy_pass: st
     assert simplify.verification["ok"] and simplify.verification["max_abs_err"] < 1e-5
 
 
+def test_a_pass_that_changed_nothing_keeps_its_input_and_is_not_run_again(
+    demo_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """changed=False: the input model goes on as it was (an edit the pass did not announce is dropped),
+    with no export, shape inference, checker or onnxruntime run for it."""
+
+    @register("test-unchanged", lossless=True, description="says it changed nothing, edits anyway")
+    def _unchanged(graph: gs.Graph, ctx: PassContext) -> PassResult:
+        conv = next(n for n in graph.nodes if n.op == "Conv")
+        conv.inputs[1].values = (np.asarray(conv.inputs[1].values) * 2).astype(np.float32)
+        return PassResult(changed=False, notes=["nothing to do"])
+
+    from graphopt.core import ort_session
+    from graphopt.passes import pipeline
+
+    runs, finishes = [], []
+    real_run, real_finish = ort_session.run, pipeline._finish
+    monkeypatch.setattr(ort_session, "run", lambda *a, **k: runs.append(1) or real_run(*a, **k))
+    monkeypatch.setattr(pipeline, "_finish", lambda *a, **k: finishes.append(1) or real_finish(*a, **k))
+    model = load_model(demo_model)
+    try:
+        result = Pipeline.from_passes(["test-unchanged"]).run(model)
+    finally:
+        unregister("test-unchanged")
+    assert (len(runs), len(finishes)) == (1, 0)  # the reference outputs only
+    report = result.reports[0]
+    assert not report.changed and report.ops_delta == {} and report.verification is None
+    assert report.notes == ["nothing to do"]
+    assert [i.SerializeToString() for i in result.model.graph.initializer] == [
+        i.SerializeToString() for i in model.graph.initializer
+    ]
+
+
+def test_simplify_of_a_simplified_model_changes_nothing(demo_model: Path) -> None:
+    once = Pipeline.from_passes(["simplify"]).run(load_model(demo_model)).model
+    result = Pipeline.from_passes(["simplify"]).run(once)
+    assert not result.reports[0].changed and result.reports[0].verification is None
+    assert result.model.graph.SerializeToString() == once.graph.SerializeToString()
+
+
 def test_history_is_recorded_and_appended(demo_model: Path) -> None:
     once = Pipeline.from_passes(["simplify"]).run(load_model(demo_model)).model
     twice = Pipeline.from_passes(["simplify"]).run(once).model
