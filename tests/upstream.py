@@ -117,11 +117,17 @@ convert_twin(torch.load(dual_path, map_location="cpu", weights_only=False)["mode
 """
 
 # One interpreter for both (yolov9-e: torch imported once, and its 58 M-parameter checkpoint is not read
-# back from disk to be converted).
+# back from disk to be converted), then optionally the repo's export.py on the saved checkpoint, as its
+# command line runs it (a child of its own would import torch and the repo again: ~9 CPU-s).
 BUILD_AND_TWIN = _YOLO_IMPORTS + BUILD_FN + TWIN_FN + """
+import runpy
 cfg, dual_out, seed, gelan_cfg, twin_out, rules = sys.argv[1:7]
 dual = build(cfg, dual_out, int(seed), False)
 convert_twin(dual, gelan_cfg, twin_out, json.loads(rules))
+if len(sys.argv) > 7:
+    del dual
+    sys.argv = ["export.py", *sys.argv[7:]]
+    runpy.run_path("export.py", run_name="__main__")
 """
 
 FUSED = """
@@ -201,11 +207,14 @@ def build(repo: Path, cfg: str, out: Path, seed: int = 0, spread: bool = False) 
     return json.loads(run(repo, BUILD, *args).strip().splitlines()[-1])
 
 
-def build_with_twin(repo: Path, variant: str, dual: Path, twin: Path, seed: int = 0) -> dict:
+def build_with_twin(
+    repo: Path, variant: str, dual: Path, twin: Path, seed: int = 0, export_args: tuple[str | Path, ...] = ()
+) -> dict:
     """`build` of models/detect/yolov9-VARIANT.yaml into `dual` and its `converted_twin` into `twin`, in
-    one child; `build`'s summary."""
+    one child; `build`'s summary. `export_args`: then the repo's export.py with these arguments, in the
+    same child (as `repo_export`)."""
     cfg, gelan = f"models/detect/yolov9-{variant}.yaml", f"models/detect/gelan-{variant}.yaml"
-    out = run(repo, BUILD_AND_TWIN, cfg, dual, seed, gelan, twin, json.dumps(TWIN_RULES[variant]))
+    out = run(repo, BUILD_AND_TWIN, cfg, dual, seed, gelan, twin, json.dumps(TWIN_RULES[variant]), *export_args)
     return next(json.loads(line) for line in out.splitlines() if line.startswith('{"head"'))
 
 

@@ -107,13 +107,14 @@ def test_yolov9_dual_becomes_its_converted_twin(work: Path, variant: str) -> Non
     repo = upstream.repo_copy("yolov9", work)
     dual = work / f"yolov9-{variant}.pt"
     twin = work / f"gelan-{variant}.pt"
-    assert upstream.build_with_twin(repo, variant, dual, twin, seed=9)["head"] == "DualDDetect"
     imgsz = 160  # the twin equality holds at any size; 160 keeps yolov9-e's checks to seconds
+    their_export = ("--weights", dual, "--include", "onnx", "--imgsz", str(imgsz))  # the repo's export.py
+    built = upstream.build_with_twin(repo, variant, dual, twin, seed=9, export_args=their_export)
+    assert built["head"] == "DualDDetect"
     ours = work / f"yolov9-{variant}.graphopt.onnx"
     # in a child: yolov9-e's export holds ~2 GB in torch, which the ONNX checks below must not sit on
     options = {"imgsz": imgsz, "repo": repo, "trust": True}
     exports_in_child([(dual, ours, options), (twin, work / f"gelan-{variant}.onnx", options)])
-    upstream.repo_export(repo, "--weights", dual, "--include", "onnx", "--imgsz", str(imgsz))
     peer = load_model(dual.with_suffix(".onnx"))  # the repo's export: main output auto-named, no metadata
     assert len(peer.graph.output) == 2 and "graphopt.main_output" not in {p.key for p in peer.metadata_props}
     # each pass is verified on our export; the twin and the repo's export are then held to it by the
