@@ -34,7 +34,7 @@ from graphopt.data.feeds import FeedSource
 from graphopt.passes.options import Options
 from graphopt.passes.options import build as build_options
 from graphopt.passes.recipes import load_recipe
-from graphopt.passes.registry import REQUIREMENTS, PassContext, PassResult, PassSpec, get_pass
+from graphopt.passes.registry import REQUIREMENTS, PassContext, PassSpec, get_pass
 from runtime import metadata as keys
 from runtime.metadata import parse_metadata
 
@@ -249,20 +249,22 @@ class Pipeline:
         start = time.perf_counter()
         result = spec.fn(graph, ctx)
         seconds = time.perf_counter() - start
-        if not (result.changed or result.metadata or result.removed_outputs):
-            # the input model is the pass's output: already exported and checked (or the user's own
-            # model), and its outputs are the reference; nothing to export, infer, check or run again
-            return _unchanged_report(step, result, ops_before, params_before, seconds), model, None
-        new, serialized = _finish(tidy(result.graph or graph), model, spec.name, result.metadata)
-        removed = _removed_outputs(model, new, result.removed_outputs, spec.name)
+        # unchanged: the input model is the pass's output, already exported and checked (or the user's own
+        # model), and its outputs are the reference; nothing to export, infer, check or run again
+        unchanged = not (result.changed or result.metadata or result.removed_outputs)
+        if unchanged:
+            new, serialized, removed = model, None, []
+        else:
+            new, serialized = _finish(tidy(result.graph or graph), model, spec.name, result.metadata)
+            removed = _removed_outputs(model, new, result.removed_outputs, spec.name)
         report = PassReport(
             name=spec.name,
             lossless=spec.is_lossless(step.options),
             changed=result.changed,
             ops_before=ops_before,
-            ops_after=op_histogram(new),
+            ops_after=dict(ops_before) if unchanged else op_histogram(new),
             params_before=params_before,
-            params_after=param_count(new),
+            params_after=params_before if unchanged else param_count(new),
             seconds=seconds,
             verification=None,
             notes=list(result.notes),
@@ -270,6 +272,8 @@ class Pipeline:
             options=step.options.as_dict(),
             removed_outputs=removed,
         )
+        if unchanged:
+            return report, new, None
         # the pass's graph holds a copy of every weight, in reference cycles (nodes <-> tensors) that only
         # the cycle collector frees: free it now, before onnxruntime loads `new`. A full collection walks
         # every object of the process (0.1 s and more in a long-lived one), so only where the weights
@@ -298,25 +302,6 @@ class Pipeline:
             if not report.lossless:
                 report.verification["cosine"] = cosine_of_outputs(reference, outputs)
         return report, new, outputs
-
-
-def _unchanged_report(
-    step: Step, result: PassResult, ops: dict[str, int], params: int, seconds: float
-) -> PassReport:
-    return PassReport(
-        name=step.spec.name,
-        lossless=step.spec.is_lossless(step.options),
-        changed=False,
-        ops_before=ops,
-        ops_after=dict(ops),
-        params_before=params,
-        params_after=params,
-        seconds=seconds,
-        verification=None,  # the same graph: nothing to compare
-        notes=list(result.notes),
-        details=dict(result.details),
-        options=step.options.as_dict(),
-    )
 
 
 # yolov5n (1.9 M parameters, 7.6 MB of fp32 weights) and up; the test suite's tiny graphs and the zoo
