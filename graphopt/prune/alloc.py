@@ -104,7 +104,54 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 def cut_at(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """`model` computing only the tensors `names` (its new outputs): the nodes they do not need are gone,
-    so onnxruntime does not run them."""
+    so onnxruntime does not run them. Graph inputs stay (callers feed them all)."""
+    graph = model.graph
+    subgraph = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    if any(a.type in subgraph for n in graph.node for a in n.attribute):
+        # a subgraph may read outer tensors by name: graphsurgeon tracks those references
+        return _cut_with_graphsurgeon(model, names)
+    # Walking the protobuf backwards from the outputs: a fraction of graphsurgeon's import + cleanup +
+    # export, which recovery pays once per wave on the whole model.
+    producer = {o: i for i, node in enumerate(graph.node) for o in node.output if o}
+    keep: set[int] = set()
+    used = set(names)
+    stack = list(names)
+    while stack:
+        i = producer.get(stack.pop())
+        if i is None or i in keep:
+            continue
+        keep.add(i)
+        for t in graph.node[i].input:
+            if t and t not in used:
+                used.add(t)
+                stack.append(t)
+    declared = {v.name: v for v in [*graph.value_info, *graph.output, *graph.input]}
+    out = onnx.ModelProto(
+        ir_version=model.ir_version,
+        producer_name=model.producer_name,
+        producer_version=model.producer_version,
+        domain=model.domain,
+        model_version=model.model_version,
+    )
+    out.opset_import.extend(model.opset_import)
+    out.functions.extend(model.functions)
+    out.metadata_props.extend(model.metadata_props)
+    g = out.graph
+    g.name = graph.name
+    g.node.extend(graph.node[i] for i in sorted(keep))
+    g.initializer.extend(t for t in graph.initializer if t.name in used)
+    g.sparse_initializer.extend(t for t in graph.sparse_initializer if t.values.name in used)
+    g.input.extend(graph.input)
+    g.value_info.extend(v for v in graph.value_info if v.name in used and v.name not in names)
+    for name in names:
+        if name in declared and declared[name].type.tensor_type.elem_type:
+            g.output.append(declared[name])
+        else:
+            g.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return out
+
+
+def _cut_with_graphsurgeon(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     graph = gs.import_onnx(model)
     tensors = graph.tensors()
     graph.outputs = [tensors[n] for n in names]

@@ -164,6 +164,23 @@ def test_least_squares_recovers_more_than_nothing(zoo_onnx, calib) -> None:  # n
     assert 1 - cosines["lstsq"] < 0.5 * (1 - cosines["none"])
 
 
+def test_a_model_cut_at_inner_tensors_computes_them_with_only_the_nodes_they_need(zoo_onnx) -> None:  # noqa: ANN001
+    from graphopt.prune.alloc import _cut_with_graphsurgeon, cut_at
+
+    model = _fixture(zoo_onnx, "gelan")
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    names = [convs[3].output[0], convs[len(convs) // 2].output[0]]
+    cut, reference = cut_at(model, names), _cut_with_graphsurgeon(model, names)
+    onnx.checker.check_model(cut, full_check=True)
+    assert [o.name for o in cut.graph.output] == names
+    assert op_histogram(cut) == op_histogram(reference) and op_histogram(cut) != op_histogram(model)
+    assert sorted(t.name for t in cut.graph.initializer) == sorted(t.name for t in reference.graph.initializer)
+    feed = {"images": np.random.default_rng(0).random((1, 3, 128, 128), np.float32)}
+    assert model.graph.input[0].name == "images"
+    for got, want in zip(run(cut, [feed])[0].values(), run(reference, [feed])[0].values(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_dead_only_is_lossless(zoo_onnx) -> None:  # noqa: ANN001
     model = _fixture(zoo_onnx, "yolov5")
     graph = gs.import_onnx(model)

@@ -16,10 +16,10 @@ from runtime.decode import head_arrays
 from tests.helpers import COCO128, need_shared
 
 
-def _int8(src: Path, out: Path, target: str) -> Path:
+def _int8(src: Path, out: Path, target: str, **options: object) -> Path:
     data = need_shared(COCO128) / "data.yaml"
     result = Pipeline.from_passes(
-        ["quantize"], {"quantize": {"target": target}}, feeds=FeedSource(data, samples=2)
+        ["quantize"], {"quantize": {"target": target, **options}}, feeds=FeedSource(data, samples=2)
     ).run(load_model(src))
     save_model(result.model, out)
     return out
@@ -36,14 +36,16 @@ def test_yolov5n_int8_keeps_map(yolov5n_lossless: Path, yolov5n_lossless_map: fl
 def test_yolov9t_int8_does_not_collapse(yolov9t_onnx: Path, tmp_path: Path) -> None:
     fp32 = tmp_path / "fp32.onnx"
     save_model(Pipeline.from_recipe("lossless").run(load_model(yolov9t_onnx)).model, fp32)
-    int8 = _int8(fp32, tmp_path / "int8.onnx", "arm")
+    # 16 calibration images, not the default 64: the test asks "no collapse", not the best int8 (~40 CPU-s
+    # less); correlation with fp32 measured 0.990 on these 8 images, 0.969 on 32 (0.984 / 0.956 with 64)
+    int8 = _int8(fp32, tmp_path / "int8.onnx", "arm", samples=16)
     feeds = FeedSource(need_shared(COCO128) / "data.yaml", samples=8).feeds_for(load_model(fp32))
     a, b = run(load_model(fp32), feeds), run(load_model(int8), feeds)
     sa = np.concatenate([head_arrays(x["output0"], "anchor-free")[1].ravel() for x in a])
     sb = np.concatenate([head_arrays(x["output0"], "anchor-free")[1].ravel() for x in b])
     live = (sa > 0.01) | (sb > 0.01)
     assert live.sum() > 100
-    assert np.corrcoef(sa[live], sb[live])[0, 1] > 0.9  # measured 0.955 on 32 images
+    assert np.corrcoef(sa[live], sb[live])[0, 1] > 0.9  # see the calibration note above
     assert sb.max() > 0.5 * sa.max()  # scores did not round to zero
 
 
