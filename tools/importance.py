@@ -93,7 +93,8 @@ def importance_report(model: Any, data: str | None, top: int, samples: int, prob
         )
         reference = [r[output] for r in ort_session.run(model, feeds, outputs=[output])]
         error = alloc.detection_error(meta.head, reference, output, feeds, model)
-        alloc.probe_sensitivity(plans, probe, lambda removed: error(alloc.pruned_model(model, removed)), _bar)
+        candidates = alloc.PrunedModels(model)
+        alloc.probe_sensitivity(plans, probe, lambda removed: error(candidates(removed)), _bar)
         sensitivity = {p.name: p.sensitivity for p in plans}
 
     layers = []

@@ -98,9 +98,8 @@ def prune(graph: gs.Graph, ctx: PassContext) -> PassResult:
     if not plans:
         return PassResult(changed=False, notes=["no group is wide enough to prune (min_channels)"])
     start = time.perf_counter()
-    alloc.probe_sensitivity(
-        plans, opts.probe, lambda removed: error(alloc.pruned_model(original, removed)), _bar
-    )
+    candidates = alloc.PrunedModels(original)
+    alloc.probe_sensitivity(plans, opts.probe, lambda removed: error(candidates(removed)), _bar)
     sensitivity_seconds = time.perf_counter() - start
     removed, log = alloc.allocate(plans, cg, geo, other, target)
     macs_after = alloc.macs(cg, geo, other, removed)

@@ -293,12 +293,19 @@ def probe_sensitivity(
         p.sensitivity = float(measure(removed))
 
 
-def pruned_model(original: onnx.ModelProto, removed: set[int]) -> onnx.ModelProto:
-    """`original` without the units in `removed` (unit ids are stable across analyses of one graph)."""
-    graph = gs.import_onnx(original)
-    cg = channels.analyse(graph)
-    channels.apply(cg, removed)
-    return to_model(graph.cleanup(), original)
+class PrunedModels:
+    """Candidates pruned from one model, all from one analysis of it: `candidates(removed)` is `original`
+    without the units in `removed` (one graphsurgeon import for every probe instead of one each)."""
+
+    def __init__(self, original: onnx.ModelProto) -> None:
+        self.original = original
+        self.cg = channels.analyse(gs.import_onnx(original))
+
+    def __call__(self, removed: set[int]) -> onnx.ModelProto:
+        # no cleanup: it would drop nodes the undo cannot put back; the replaced constants are
+        # unreferenced and not exported, and apply leaves no dead node behind but a Constant's
+        with channels.applied(self.cg, removed):
+            return to_model(self.cg.graph, self.original)
 
 
 def detection_error(

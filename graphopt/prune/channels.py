@@ -10,12 +10,15 @@ else that reads channels — Reshape/Transpose of a detection head, a graph outp
 a MatMul — *protects* the units it reads: they are never removed. A *group* is a set of convs whose
 units are coupled; pruning removes whole units, so every member conv loses the same channels and
 every consumer (conv input channels, per-channel constants, BN parameters, Split sizes, Slice
-bounds) follows. `apply` rewrites the graph in place for a set of removed units.
+bounds) follows. `apply` rewrites the graph in place for a set of removed units; `applied` does so
+until its block ends (many candidates from one analysis).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -456,3 +459,23 @@ def apply(cg: ChannelGraph, removed: set[int]) -> dict[str, tuple[int, int]]:
         if isinstance(tensor, gs.Variable) and tensor.name not in graph_io:
             tensor.shape = None  # re-inferred by the pipeline
     return changed
+
+
+@contextmanager
+def applied(cg: ChannelGraph, removed: set[int]) -> Iterator[dict[str, tuple[int, int]]]:
+    """`apply` for the duration of the block, then the graph as it was: `apply` only rebinds node inputs
+    and attributes and clears shapes, which are restored here (its new constants are left unreferenced)."""
+    nodes = [(n, list(n.inputs), dict(n.attrs)) for n in cg.graph.nodes]
+    shapes = [(t, t.shape) for t in cg.graph.tensors().values() if isinstance(t, gs.Variable)]
+    try:
+        yield apply(cg, removed)
+    finally:
+        for node, inputs, attrs in nodes:
+            for i, tensor in enumerate(inputs):
+                if node.inputs[i] is not tensor:
+                    node.inputs[i] = tensor
+            if node.attrs != attrs:
+                node.attrs.clear()
+                node.attrs.update(attrs)
+        for tensor, shape in shapes:
+            tensor.shape = shape

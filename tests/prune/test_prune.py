@@ -106,6 +106,34 @@ def test_pruning_dead_channels_is_exact(model: onnx.ModelProto, data: st.DataObj
         np.testing.assert_allclose(got[name], value, atol=1e-5, rtol=1e-5)
 
 
+@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(model=random_graphs(), data=st.data())
+def test_candidates_from_one_analysis_equal_fresh_prunes_and_leave_it_unchanged(
+    model: onnx.ModelProto, data: st.DataObject
+) -> None:
+    from graphopt.prune.alloc import PrunedModels
+
+    candidates = PrunedModels(model)
+    units = sorted({u for g in candidates.cg.groups() for u in g.units})
+    if not units:
+        return
+    before = to_model(candidates.cg.graph, model).SerializeToString()
+    x = {"x": np.random.default_rng(2).standard_normal((1, 4, HW, HW)).astype(np.float32)}
+    for _ in range(3):  # several candidates in a row: each starts from the unpruned graph
+        removed = set(data.draw(st.lists(st.sampled_from(units), min_size=1, unique=True)))
+        for group in candidates.cg.groups():
+            removed.discard(group.units[0])  # a conv keeps one channel at least, as the pass does
+        fresh_graph = gs.import_onnx(model)
+        channels.apply(channels.analyse(fresh_graph), removed)
+        fresh = to_model(tidy(fresh_graph), model)
+        candidate = candidates(removed)
+        onnx.checker.check_model(candidate)
+        assert op_histogram(candidate) == op_histogram(fresh)
+        for name, value in run(fresh, [x])[0].items():
+            np.testing.assert_array_equal(run(candidate, [x])[0][name], value)
+        assert to_model(candidates.cg.graph, model).SerializeToString() == before
+
+
 def test_groups_couple_residuals_and_follow_splits() -> None:
     b = GraphBuilder(3)
     a = _silu_conv(b, "x", 4, 8, 1)
