@@ -4,7 +4,7 @@
     python tools/update_golden.py --real     # also the real checkpoints in ../shared (needs torch)
 
 Each snapshot is written by `graphopt check MODEL --golden FILE --update` on the recipe's output,
-exactly what tests/test_golden.py checks. Review the diff before committing it.
+exactly what tests/eval/test_golden.py checks. Review the diff before committing it.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from tools.make_test_fixtures import fixture_name
 
-    models = {f"zoo-{name}": ROOT / "tests" / "data" / fixture_name(name) for name in ZOO}
+    models = {f"zoo-{name}": ROOT / "tests" / "fixtures" / fixture_name(name) for name in ZOO}
     with tempfile.TemporaryDirectory(prefix="graphopt-golden-") as tmp:
         work = Path(tmp)
         if args.real:

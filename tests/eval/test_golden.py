@@ -46,3 +46,16 @@ def test_golden_detects_a_regression(zoo_onnx, tmp_path: Path) -> None:  # noqa:
     """The lossless golden of the gelan fixture rejects the unoptimized export (more Conv, BN back)."""
     result = run_cli("check", zoo_onnx("gelan"), "--golden", GOLDEN / "zoo-gelan.lossless.json")
     assert result.code == 1 and "BatchNormalization" in result.out
+
+
+def test_the_update_tool_rewrites_the_zoo_snapshots_as_they_are(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """`tools/update_golden.py` (zoo fixtures) writes byte for byte the snapshots checked in: the tool
+    finds the fixtures, and the snapshots are what it makes today."""
+    from tools import update_golden
+
+    monkeypatch.setattr(update_golden, "GOLDEN", tmp_path)
+    update_golden.main([])
+    written = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert written == sorted(p.name for p in GOLDEN.glob("zoo-*.json"))
+    for name in written:
+        assert (tmp_path / name).read_text() == (GOLDEN / name).read_text(), name
