@@ -10,6 +10,7 @@ from graphopt.passes import (  # noqa: F401  (importing a pass module registers 
     fuse_nms,
     prune,
     quantize,
+    scatter_to_concat,
     simplify,
 )
 from graphopt.passes.registry import all_passes, get_pass

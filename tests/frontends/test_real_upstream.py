@@ -167,7 +167,8 @@ def test_yolov7_tiny_checkpoint_exports_its_decoded_output(work: Path) -> None:
 
 def test_yolov7_training_cfg_lossless_equals_the_repos_fused_model(work: Path) -> None:
     """cfg/training/yolov7.yaml (RepConv in training form, BN, implicit layers): after `lossless`, the
-    Conv count and the outputs of the repo's own `Model.fuse()`."""
+    Conv count and the outputs of the repo's own `Model.fuse()`, and the head's in-place slice
+    assignments (ScatterND, which NCNN has no layer for) written as Slice + Concat."""
     repo = upstream.repo_copy("yolov7", work)
     ckpt = work / "yolov7.pt"
     upstream.build(repo, "cfg/training/yolov7.yaml", ckpt, seed=7)
@@ -180,6 +181,7 @@ def test_yolov7_training_cfg_lossless_equals_the_repos_fused_model(work: Path) -
     convs, fused_out = upstream.fused(repo, ckpt, feeds[0]["images"], work / "yolov7.fused.onnx")
     assert op_histogram(model)["Conv"] == convs < op_histogram(exported)["Conv"]
     assert "BatchNormalization" not in op_histogram(model)
+    assert op_histogram(exported)["ScatterND"] == 6 and "ScatterND" not in op_histogram(model)
     _close(run(model, feeds)[0]["output0"], fused_out)
 
 
