@@ -2,12 +2,16 @@
 
     python benchmarks/ncnn_int8.py --fastest [--keep DIR] [--json]     # Yolo-Fastest 1.1: mAP, .bin sizes, speed
     python benchmarks/ncnn_int8.py --yolov5n [--keep DIR] [--json]     # yolov5n (SiLU): mixed and all, per-layer table
+    python benchmarks/ncnn_int8.py --yolov7-tiny [--keep DIR] [--json] # yolov7-tiny (LeakyReLU, 1 epoch): agreement
     python benchmarks/ncnn_int8.py --from DIR [--json]                 # score folders written by --keep again
 
 Every model is judged on ../shared/data/coco128/split.yaml: calibrated on its train half (calib.txt,
 64 images), mAP50-95 on the holdout half (holdout.txt), through the runtime's NCNN backend. The int8
 loss is against the model's own fp32 NCNN conversion. KL and ACIQ calibration are measured side by
-side. Speed: fp32, fp16 and int8 NCNN in ONE interleaved run (OpenMP blocktime 0, so idle threads do
+side. `--agreement` (on by default for yolov7-tiny, whose 1-epoch weights make its mAP meaningless)
+also compares each model's raw head with the fp32 NCNN model's on the same holdout tensors: cosine,
+best-class score and box error on the fp32 model's top anchors, the rank correlation of the anchors'
+scores and how many of the fp32 top-100 anchors stay in the top 100. Speed: fp32, fp16 and int8 NCNN in ONE interleaved run (OpenMP blocktime 0, so idle threads do
 not spin on the cores the others time on), the median of per-round ratios — a figure of this host's
 NCNN kernels (x86 here), not the Pi's.
 
@@ -15,7 +19,8 @@ NCNN kernels (x86 here), not the Pi's.
 is how the Pi's arithmetic is measured inside the arm64 root (ARM's int8 kernels on the same files):
     python benchmarks/ncnn_int8.py --fastest --keep /tmp/ncnn-int8
     benchmarks/arm64/run python benchmarks/ncnn_int8.py --from /tmp/ncnn-int8 --no-speed
-Needs ../shared, pnnx (pip install --no-deps pnnx) and ncnn; --yolov5n needs torch for its export.
+Needs ../shared, pnnx (pip install --no-deps pnnx) and ncnn; --yolov5n and --yolov7-tiny need torch for
+their export (yolov7-tiny is loaded with a copy of ../shared/repos/yolov7, as `--repo --trust` does).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -50,6 +57,18 @@ def _onnx_yolov5n(work: Path) -> Path:
 
     exported = work / "yolov5n.onnx"
     export(SHARED / "models" / "yolov5n-coco.pt", exported, imgsz=640)
+    return _lossless(exported)
+
+
+def _onnx_yolov7_tiny(work: Path) -> Path:
+    import shutil
+
+    from frontends import export
+
+    repo = work / "yolov7"  # the repo's code is imported from a copy: nothing is written under ../shared
+    shutil.copytree(SHARED / "repos" / "yolov7", repo, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+    exported = work / "yolov7-tiny.onnx"
+    export(SHARED / "models" / "yolov7-tiny-coco128-1ep.pt", exported, imgsz=640, repo=repo, trust=True)
     return _lossless(exported)
 
 
@@ -116,6 +135,51 @@ def score(made: dict[str, dict[str, Any]], speed: bool, rounds: int) -> None:
             m["speed_vs_fp16"] = statistics.median(a / b for a, b in zip(times["fp16"], times[n], strict=True))
 
 
+TOP = 100  # anchors compared by rank: as many as a detector keeps per image
+
+
+def agreement(made: dict[str, dict[str, Any]]) -> None:
+    """Each model's raw head against the fp32 NCNN model's on the same holdout tensors."""
+    from graphopt.data.datasets import split_images
+    from graphopt.data.feeds import ImageStream
+    from graphopt.eval.head_error import head_error
+    from runtime.backends import NcnnBackend
+    from runtime.decode import head_arrays
+    from runtime.metadata import parse_metadata
+    from runtime.preprocess import Preprocess
+
+    ref_net = NcnnBackend(made["fp32"]["folder"], threads=2)
+    meta = parse_metadata(ref_net.metadata)
+    shape = ref_net.input_shape
+    stream = ImageStream(split_images(SPLIT, "val"), (shape[2], shape[3]), Preprocess.from_meta(meta.preprocess), 10**6)
+    images = list(stream)
+    name = ref_net.output_names[0]
+    ref = [ref_net.run(x)[name] for x in images]
+    for n, m in made.items():
+        if n == "fp32" or "folder" not in m:
+            continue
+        net = NcnnBackend(m["folder"], threads=2)
+        got = [net.run(x)[name] for x in images]
+        err = head_error(ref, got, meta.head)
+        ranks, kept = [], []
+        for r, g in zip(ref, got, strict=True):
+            rs, gs = head_arrays(r, meta.head)[1].max(1), head_arrays(g, meta.head)[1].max(1)
+            ranks.append(_spearman(rs, gs))
+            top_r, top_g = np.argsort(-rs)[:TOP], np.argsort(-gs)[:TOP]
+            kept.append(len(np.intersect1d(top_r, top_g)) / len(top_r))
+        m["agreement"] = {
+            "images": len(images),
+            **err.as_dict(),
+            "score_rank_correlation": float(np.median(ranks)),
+            f"top{TOP}_kept": float(np.mean(kept)),
+        }
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def report(title: str, made: dict[str, dict[str, Any]], as_json: bool) -> None:
     where = f"{platform.machine()} NCNN kernels (this host, not the Pi)"
     if as_json:
@@ -135,6 +199,17 @@ def report(title: str, made: dict[str, dict[str, Any]], as_json: bool) -> None:
             f"| {n} | {m['bin_bytes']:,} | {convs} | {100 * m['map50']:.1f} | {100 * m['map50_95']:.1f} | "
             f"{m['loss_points_vs_fp32']:+.2f} | {ms} |"
         )
+    agreed = {n: m["agreement"] for n, m in made.items() if "agreement" in m}
+    if agreed:
+        first_agreed = next(iter(agreed.values()))
+        print(f"\nAgreement with the fp32 NCNN model: raw head on the same {first_agreed['images']} holdout tensors")
+        print(f"| model | cosine | score error | box error (px) | score rank corr. (median) | fp32 top-{TOP} kept |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for n, a in agreed.items():
+            print(
+                f"| {n} | {a['cosine']:.5f} | {a['score_error']:.2e} | {a['box_error_px']:.3f} | "
+                f"{a['score_rank_correlation']:.4f} | {100 * a[f'top{TOP}_kept']:.1f} % |"
+            )
     for mode in ("mixed", "all"):  # what --calibration auto keeps: the lower score error vs fp32 (calibration images)
         tried = {n: m for n, m in made.items() if n.startswith(f"int8-{mode}-") and "verified" in m}
         if len(tried) > 1:
@@ -155,9 +230,13 @@ def main() -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--fastest", action="store_true", help="Yolo-Fastest 1.1 (Darknet, LeakyReLU, depthwise)")
     what.add_argument("--yolov5n", action="store_true", help="yolov5n (SiLU): int8 mixed and all")
+    what.add_argument("--yolov7-tiny", action="store_true", help="yolov7-tiny (LeakyReLU, 1 epoch): judged by agreement")
     what.add_argument("--from", dest="source", help="score the NCNN folders a --keep run left in this folder")
     parser.add_argument("--keep", help="leave the NCNN folders here (for --from, e.g. inside benchmarks/arm64/run)")
     parser.add_argument("--no-speed", action="store_true", help="skip the interleaved timing")
+    parser.add_argument(
+        "--agreement", action="store_true", help="compare the raw head with fp32's on holdout (yolov7-tiny: always)"
+    )
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds [10]")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -166,10 +245,15 @@ def main() -> None:
     if args.source:
         made = json.loads((Path(args.source) / "made.json").read_text())
         score(made["results"], not args.no_speed, args.rounds)
+        if args.agreement or made.get("agreement"):
+            agreement(made["results"])
         report(made["model"], made["results"], args.json)
         return
     if args.fastest:
         title, build, variants = "Yolo-Fastest 1.1 (320)", _onnx_fastest, [("mixed", "kl"), ("mixed", "aciq")]
+    elif args.yolov7_tiny:
+        title, build, variants = "yolov7-tiny 1 epoch (640)", _onnx_yolov7_tiny, [("mixed", "kl"), ("mixed", "aciq")]
+        args.agreement = True
     else:
         title, build = "yolov5n (640)", _onnx_yolov5n
         variants = [("mixed", "kl"), ("all", "kl"), ("all", "aciq")]
@@ -181,8 +265,11 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - a benchmark reports what failed, in one line
             sys.exit(f"error: {exc}")
         if args.keep:
-            (out / "made.json").write_text(json.dumps({"model": title, "results": made}, default=str))
+            kept = {"model": title, "agreement": args.agreement, "results": made}
+            (out / "made.json").write_text(json.dumps(kept, default=str))
         score(made, not args.no_speed, args.rounds)
+        if args.agreement:
+            agreement(made)
         report(title, made, args.json)
 
 
