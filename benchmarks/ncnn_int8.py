@@ -4,6 +4,7 @@
     python benchmarks/ncnn_int8.py --yolov5n [--keep DIR] [--json]     # yolov5n (SiLU): mixed and all, per-layer table
     python benchmarks/ncnn_int8.py --yolov7-tiny [--keep DIR] [--json] # yolov7-tiny (LeakyReLU, 1 epoch): agreement
     python benchmarks/ncnn_int8.py --from DIR [--json]                 # score folders written by --keep again
+    ... --write [FILE]   # also put the tables in this model's section of benchmarks/RESULTS.md (per arithmetic)
 
 Every model is judged on ../shared/data/coco128/split.yaml: calibrated on its train half (calib.txt,
 64 images), mAP50-95 on the holdout half (holdout.txt), through the runtime's NCNN backend. The int8
@@ -28,9 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared"
 SPLIT = SHARED / "data" / "coco128" / "split.yaml"
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
 SAMPLE = REPO / "graphopt" / "assets" / "bus.jpg"
 
 
@@ -180,49 +184,82 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def report(title: str, made: dict[str, dict[str, Any]], as_json: bool) -> None:
-    where = f"{platform.machine()} NCNN kernels (this host, not the Pi)"
+def report(title: str, made: dict[str, dict[str, Any]], as_json: bool, layers: bool = True) -> str:
+    """The tables (or JSON) of one run; `layers=False` leaves out the per-layer decisions."""
+    from graphopt.compile.targets import emulated
+
+    # Under benchmarks/arm64/run the kernels are the Pi's (ARM's int8 and fp16 code), the clock is not.
+    machine = emulated()
+    where = (
+        f"{platform.machine()} NCNN kernels, emulated ({machine}): the Pi's arithmetic, not its speed"
+        if machine
+        else f"{platform.machine()} NCNN kernels (this host, not the Pi)"
+    )
     if as_json:
-        print(json.dumps({"model": title, "arithmetic": where, "results": made}, indent=2, default=str))
-        return
+        return json.dumps({"model": title, "arithmetic": where, "results": made}, indent=2, default=str)
+    out: list[str] = []
+    emit = out.append
     first = next(iter(made.values()))
-    print(f"{title}: COCO128 holdout ({first.get('images')} images), {where}")
-    print("| model | .bin bytes | int8 convs | mAP50 | mAP50-95 | loss vs fp32 (pt) | ms | × fp32 | × fp16 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    emit(f"{title}: COCO128 holdout ({first.get('images')} images), {where}\n")
+    emit("| model | .bin bytes | int8 convs | mAP50 | mAP50-95 | loss vs fp32 (pt) | ms | × fp32 | × fp16 |")
+    emit("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, m in made.items():
         if "refused" in m:
-            print(f"| {n} | – | 0/{len(m['layers'])} | – | – | – | – | – | – |")
+            emit(f"| {n} | – | 0/{len(m['layers'])} | – | – | – | – | – | – |")
             continue
         convs = f"{m['int8_layers']}/{m['conv_layers']}" if "int8_layers" in m else "–"
         ms = f"{m['median_ms']:.1f} | {m['speed_vs_fp32']:.2f} | {m['speed_vs_fp16']:.2f}" if "median_ms" in m else "– | – | –"
-        print(
+        emit(
             f"| {n} | {m['bin_bytes']:,} | {convs} | {100 * m['map50']:.1f} | {100 * m['map50_95']:.1f} | "
             f"{m['loss_points_vs_fp32']:+.2f} | {ms} |"
         )
     agreed = {n: m["agreement"] for n, m in made.items() if "agreement" in m}
     if agreed:
         first_agreed = next(iter(agreed.values()))
-        print(f"\nAgreement with the fp32 NCNN model: raw head on the same {first_agreed['images']} holdout tensors")
-        print(f"| model | cosine | score error | box error (px) | score rank corr. (median) | fp32 top-{TOP} kept |")
-        print("|---|---:|---:|---:|---:|---:|")
+        emit(f"\nAgreement with the fp32 NCNN model: raw head on the same {first_agreed['images']} holdout tensors\n")
+        emit(f"| model | cosine | score error | box error (px) | score rank corr. (median) | fp32 top-{TOP} kept |")
+        emit("|---|---:|---:|---:|---:|---:|")
         for n, a in agreed.items():
-            print(
+            emit(
                 f"| {n} | {a['cosine']:.5f} | {a['score_error']:.2e} | {a['box_error_px']:.3f} | "
                 f"{a['score_rank_correlation']:.4f} | {100 * a[f'top{TOP}_kept']:.1f} % |"
             )
+    if not layers:  # the refusal is said with the per-layer table; without it, here
+        for n, m in made.items():
+            if "refused" in m:
+                emit(f"\n{n}: not written — {m['refused']}")
     for mode in ("mixed", "all"):  # what --calibration auto keeps: the lower score error vs fp32 (calibration images)
         tried = {n: m for n, m in made.items() if n.startswith(f"int8-{mode}-") and "verified" in m}
         if len(tried) > 1:
             pick = min(tried, key=lambda n: tried[n]["verified"].get("score_error", 1 - tried[n]["verified"]["cosine"]))
-            print(f"\n--calibration auto ({mode}) keeps {pick.rsplit('-', 1)[1]}")
+            emit(f"\n--calibration auto ({mode}) keeps {pick.rsplit('-', 1)[1]}")
     for n, m in made.items():
-        if "layers" in m and n.endswith("-kl"):
-            print(f"\n{n}: per-layer decisions" + (f" — not written: {m['refused']}" if "refused" in m else ""))
-            print("| layer | type | activation | precision | why |")
-            print("|---|---|---|---|---|")
+        if layers and "layers" in m and n.endswith("-kl"):
+            emit(f"\n{n}: per-layer decisions" + (f" — not written: {m['refused']}" if "refused" in m else ""))
+            emit("| layer | type | activation | precision | why |")
+            emit("|---|---|---|---|---|")
             for d in m["layers"]:
                 precision = ("int8 → int8" if d["requantize"] else "int8") if d["int8"] else "fp16"
-                print(f"| {d['layer']} | {d['type']} | {d['activation']} | {precision} | {d['reason']} |")
+                emit(f"| {d['layer']} | {d['type']} | {d['activation']} | {precision} | {d['reason']} |")
+    return "\n".join(out)
+
+
+def publish(title: str, made: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    """Print the report; with --write, also put its tables in RESULTS.md's section for this model and arithmetic."""
+    from graphopt.compile.targets import emulated
+
+    print(report(title, made, args.json))
+    if not args.write:
+        return
+    from benchmarks.results_md import replace_section
+
+    arith = f"{platform.machine()}{'-emulated' if emulated() else ''}"
+    command = "python benchmarks/ncnn_int8.py " + " ".join(sys.argv[1:])
+    if emulated():
+        command = "benchmarks/arm64/run " + command
+    heading = f"### NCNN int8: {title}, {arith}\n\nMeasured {time.strftime('%Y-%m-%d')} with `{command}`.\n"
+    section = f"ncnn-int8 {re.sub(r'[^a-z0-9]+', '-', title.lower())}{arith}"
+    replace_section(Path(args.write), section, heading + "\n" + report(title, made, False, layers=False))
 
 
 def main() -> None:
@@ -239,6 +276,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds [10]")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--write",
+        nargs="?",
+        const=str(RESULTS),
+        help="also put the tables (no per-layer table) in their own section of this file [benchmarks/RESULTS.md]",
+    )
     args = parser.parse_args()
     if not SPLIT.exists():
         sys.exit(f"error: {SPLIT} is absent (the benchmark needs ../shared)")
@@ -247,7 +290,7 @@ def main() -> None:
         score(made["results"], not args.no_speed, args.rounds)
         if args.agreement or made.get("agreement"):
             agreement(made["results"])
-        report(made["model"], made["results"], args.json)
+        publish(made["model"], made["results"], args)
         return
     if args.fastest:
         title, build, variants = "Yolo-Fastest 1.1 (320)", _onnx_fastest, [("mixed", "kl"), ("mixed", "aciq")]
@@ -270,7 +313,7 @@ def main() -> None:
         score(made, not args.no_speed, args.rounds)
         if args.agreement:
             agreement(made)
-        report(title, made, args.json)
+        publish(title, made, args)
 
 
 if __name__ == "__main__":
