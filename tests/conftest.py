@@ -59,6 +59,16 @@ def _fresh_input_registry() -> None:
     forget_inputs()
 
 
+@pytest.fixture(autouse=True)
+def _library_output_routed() -> None:
+    """Each test starts as a fresh command: an in-process CLI test that ended in an error gave the
+    terminal back (`release_terminal` turns routing off for the rest of that process), and the next
+    test in the same worker would see libjpeg's lines on its stderr."""
+    from runtime.logs import route_library_output
+
+    route_library_output(True)
+
+
 @pytest.fixture
 def coco128() -> Path:
     return need_shared(COCO128)
