@@ -93,6 +93,7 @@ def evaluate(
     imgsz: int | None = None,
     threads: int | None = None,
     progress: bool = True,
+    split: str = "val",  # the data.yaml split judged; a fit (quantize's budget loop) uses "train"
 ) -> EvalResult:
     try:
         from pycocotools.coco import COCO
@@ -104,7 +105,7 @@ def evaluate(
     from runtime.detector import open_detector
     from runtime.sources import ImageProblem, load_image
 
-    ds = load_dataset(data)
+    ds = load_dataset(data, split)
     detector = open_detector(
         model,
         backend=backend,

@@ -239,3 +239,24 @@ def test_x86_weights_are_7_bit_only_on_a_host_without_vnni(
     assert arm.reports[0].details["reduce_range"] is False and _int8_weight_absmax(arm.model) == 127
     forced = _quantize(zoo_onnx("yolov8"), calib, target="arm", reduce_range=True)
     assert _int8_weight_absmax(forced.model) <= 64
+
+
+def test_budget_map_loss_is_fitted_on_the_train_split_never_the_val_split(
+    zoo_onnx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    import graphopt.eval.evaluate as evaluate_module
+    from graphopt.quantize import sensitivity
+
+    splits: list[str] = []
+
+    class Result:
+        map50_95 = 0.5
+
+    def spy(model: Path, data: Path, **kwargs: object) -> Result:
+        splits.append(str(kwargs.get("split", "val")))
+        return Result()
+
+    monkeypatch.setattr(evaluate_module, "evaluate", spy)
+    model = load_model(zoo_onnx("yolov5"))
+    sensitivity.map_loss(model, model, tmp_path / "data.yaml", tmp_path)
+    assert splits == ["train", "train"]
