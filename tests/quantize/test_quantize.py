@@ -260,3 +260,26 @@ def test_budget_map_loss_is_fitted_on_the_train_split_never_the_val_split(
     model = load_model(zoo_onnx("yolov5"))
     sensitivity.map_loss(model, model, tmp_path / "data.yaml", tmp_path)
     assert splits == ["train", "train"]
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "input_conv_float", "percentile"),
+    [
+        ("arm", {}, False, 99.999),
+        ("x86", {"float_input_conv": True}, True, 99.999),
+        ("arm", {"float_input_conv": True, "percentile": 99.99}, True, 99.99),
+    ],
+)
+def test_float_input_conv_keeps_the_conv_reading_the_image_float(  # noqa: PLR0913
+    zoo_onnx, calib: Path, target: str, options: dict, input_conv_float: bool, percentile: float  # noqa: ANN001
+) -> None:
+    source = load_model(zoo_onnx("yolov5"))
+    first = [n.name for n in source.graph.node if n.op_type == "Conv" and n.input[0] == source.graph.input[0].name]
+    assert len(first) == 1
+    result = _quantize(zoo_onnx("yolov5"), calib, target=target, calibration="percentile", **options)
+    weights_int8 = _dq_fed(result.model, slice(1, None))
+    assert (first[0] not in weights_int8) is input_conv_float
+    assert (first[0] in result.reports[0].details["float_nodes"]) is input_conv_float
+    assert result.reports[0].details["percentile"] == percentile
+    assert any("input conv(s) stay float" in n for n in result.reports[0].notes) is input_conv_float
+    onnx.checker.check_model(result.model)
