@@ -52,20 +52,14 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_input_registry() -> None:
-    """Each test is its own "command": files another test read are not this test's inputs."""
+def _fresh_command() -> None:
+    """Each test is its own "command": files another test read are not this test's inputs, and
+    library output is routed again (an in-process CLI test that ended in an error gave the terminal
+    back: `release_terminal` turns routing off for the rest of that process)."""
     from runtime.files import forget_inputs
-
-    forget_inputs()
-
-
-@pytest.fixture(autouse=True)
-def _library_output_routed() -> None:
-    """Each test starts as a fresh command: an in-process CLI test that ended in an error gave the
-    terminal back (`release_terminal` turns routing off for the rest of that process), and the next
-    test in the same worker would see libjpeg's lines on its stderr."""
     from runtime.logs import route_library_output
 
+    forget_inputs()
     route_library_output(True)
 
 

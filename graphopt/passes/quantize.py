@@ -162,14 +162,16 @@ def _static(
     )
     auto_range = target == "x86" and q.x86_without_vnni()
     reduce_range = opts.reduce_range if opts.reduce_range is not None else auto_range
-    percentile = opts.percentile
-    config = q.QuantConfig(target, opts.calibration, opts.per_channel, percentile, sorted(float_nodes), reduce_range)
+    config = q.QuantConfig(
+        target, opts.calibration, opts.per_channel, opts.percentile, sorted(float_nodes), reduce_range
+    )
+    percentile = opts.percentile if opts.calibration == "percentile" else None  # the one that applied
     details: dict[str, Any] = {
         "mode": "static",
         "target": target,
         "types": q.TARGET_TYPES[target],
         "calibration": opts.calibration,
-        "percentile": percentile if opts.calibration == "percentile" else None,
+        "percentile": percentile,
         "per_channel": opts.per_channel,
         "reduce_range": reduce_range,
     }
@@ -187,7 +189,7 @@ def _static(
         q.require_images(reader.used, stream.reasons, opts.samples)
         details.update(calibration_images=reader.used, unreadable_images=stream.skipped)
         notes = [
-            f"{opts.calibration}{f' {percentile}' if opts.calibration == 'percentile' else ''} calibration on {reader.used} image(s)"
+            f"{opts.calibration}{'' if percentile is None else f' {percentile}'} calibration on {reader.used} image(s)"
             + (f", {len(stream.skipped)} unreadable skipped" if stream.skipped else "")
         ] + reasons
         if reduce_range:
