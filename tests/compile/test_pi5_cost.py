@@ -137,3 +137,54 @@ def test_pi5_search_ranks_by_the_estimate_where_accepted(zoo_onnx, tmp_path: Pat
         assert "ort-int8" in int8.note
     else:
         assert fp32.latency_ms == 123.0  # left as it was: no accepted estimate to rank by
+
+
+def test_a_compare_row_is_estimated_from_the_count_of_that_very_file(zoo_onnx, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """benchmarks/compare.py's Pi 5 column: counted instructions where counts.json counted this file
+    (by sha256), the MACs proxy as compile shows it for any other file."""
+    from benchmarks.pi5_cost import pi5cost, results
+
+    model = Path(zoo_onnx("yolov5"))
+    insns = 123_456_789
+    counts = {results.GROUP: {"m": {"runtime": "ort", "precision": "fp32", "insns": insns,
+                                    "sha256": results.sha256(model)}}}
+    (tmp_path / "counts.json").write_text(json.dumps(counts))
+    monkeypatch.setattr(pi5cost, "COUNTS", tmp_path / "counts.json")
+    est = results.estimate_for(model, "ort")
+    rate = pi5_cost.load()["classes"]["ort-fp32"]["rates"]["4"]
+    if not rate["accepted"]:
+        assert est["ms"] is None and est["why"]
+        return
+    assert est["method"] == "counted" and est["counted_as"] == "m" and est["threads"] == 4
+    assert est["ms"] == round(insns / rate["rate_insns_per_ms"], 2)
+    other = tmp_path / "other.onnx"
+    import onnx
+
+    proto = onnx.load(model)
+    proto.doc_string = "another file"  # the same graph, another file: not the counted one
+    onnx.save(proto, other)
+    assert results.estimate_for(other, "ort") == pi5_cost.model_estimate(other, threads=4)
+    assert results.estimate_for(model, "openvino")["ms"] is None
+
+
+def test_results_section_divides_each_count_by_its_class_rate(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
+    """The RESULTS.md Pi 5 section: every variant's row, ms = its instructions / its class's validated
+    rate, none for a class without one; a variant without a count is one error, not a half table."""
+    from benchmarks.pi5_cost import results
+
+    data = pi5_cost.load()
+    rows = {key: {"runtime": rt, "precision": pr, "insns": (k + 1) * 100_000_000, "macs": 10**9}
+            for k, (key, _, _, rt, pr, _) in enumerate(results.VARIANTS)}
+    text = results.markdown({results.GROUP: rows})
+    table = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(table) == len(results.VARIANTS)
+    for line, (key, label, _, rt, pr, _) in zip(table, results.VARIANTS, strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == label and cells[4] == f"{rows[key]['insns'] / 1e6:.1f}"
+        est = pi5_cost.estimate(rows[key]["insns"], rt, pr, results.THREADS[rt], data=data)
+        assert cells[6] == (f"**{est.ms:.0f}**" if est else "–")
+    assert "not measurements" in text
+    del rows["ncnn-int8"]
+    with pytest.raises(SystemExit) as exc:
+        results.markdown({results.GROUP: rows})
+    assert exc.value.code == 2
