@@ -167,9 +167,12 @@ def fit(counts: dict, published: dict[int, dict[str, float]]) -> dict:
 
 def fit_proxy(counts: dict) -> dict:
     """Instructions per MAC per class, over the counted ONNX-derived models that carry their MACs
-    (groups 'ultralytics' and 'models'); only with three or more, its error leave-one-out."""
+    (groups 'ultralytics' and 'results': RESULTS.md's yolov5n variants, pruned and at smaller inputs,
+    where instructions per MAC differ most; 'models' where there is no 'results', its yolov5n stages
+    being results' 640 ones again); only with three or more, its error leave-one-out."""
     by_class: dict[str, list[tuple[str, float, float]]] = {}
-    for name, c in sorted({**counts.get("ultralytics", {}), **counts.get("models", {})}.items()):
+    own = counts.get("results") or counts.get("models", {})
+    for name, c in sorted({**counts.get("ultralytics", {}), **own}.items()):
         if c.get("macs"):
             by_class.setdefault(pi5_cost.class_of(c["runtime"], c["precision"]), []).append(
                 (name, float(c["insns"]), float(c["macs"])))
