@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -226,19 +228,19 @@ class OpenVinoBackend:
 
     name = "openvino"
 
-    def __init__(self, model: Path, threads: int, metadata_from: Path) -> None:
+    def __init__(self, model: Path, threads: int, metadata_from: Path, precision: str | None = None) -> None:
         import onnx
         import openvino as ov
 
         core = ov.Core()
-        compiled = core.compile_model(
-            core.read_model(str(model)),
-            "CPU",
-            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1},
-        )
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if precision:  # OpenVINO's CPU default on an AMX/AVX-512-BF16 host is bf16, not the model's f32
+            config["INFERENCE_PRECISION_HINT"] = precision
+        compiled = core.compile_model(core.read_model(str(model)), "CPU", config)
         self.request = compiled.create_infer_request()
         self.outputs = list(compiled.outputs)
         self.input_shape = tuple(int(d) for d in compiled.input(0).shape)
+        self.input_dtype = np.dtype(compiled.input(0).get_element_type().to_dtype())
         self.output_names = [o.get_any_name() for o in self.outputs]
         props = onnx.load(str(metadata_from), load_external_data=False).metadata_props
         self.metadata = {p.key: p.value for p in props}  # export.py's stride and names
@@ -267,6 +269,13 @@ def nncf_int8(base: Path, work: Path) -> Path:
     out.parent.mkdir()
     ov.save_model(quantized, str(out))
     return out
+
+
+def openvino_default_precision(model: Path) -> str:
+    import openvino as ov
+
+    core = ov.Core()
+    return core.compile_model(core.read_model(str(model)), "CPU").get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
 
 def openvino_available() -> str | None:
@@ -319,8 +328,12 @@ def main() -> None:
             add("yolov5 export.py → OpenVINO fp32", None, "openvino", "peer", error=missing)
             add("yolov5 export.py → OpenVINO NNCF int8", None, "openvino", "peer", error=missing)
         else:
-            add("yolov5 export.py → OpenVINO fp32", base, "openvino", "peer", base)
-            attempt("yolov5 export.py → OpenVINO NNCF int8", "openvino", lambda: nncf_int8(base, work))
+            add("yolov5 export.py → OpenVINO fp32", base, "openvino", "peer", base, ov_precision="f32",
+                note="INFERENCE_PRECISION_HINT f32")
+            add("yolov5 export.py → OpenVINO, its default precision", base, "openvino", "peer", base,
+                note=f"OpenVINO's CPU default here: {openvino_default_precision(base)}")
+            attempt("yolov5 export.py → OpenVINO NNCF int8", "openvino", lambda: nncf_int8(base, work),
+                    note="OpenVINO's default precision for the ops left float")
         ball_onnx = ultralytics_export(BALL, work)
         add("yolov9t-ball: Ultralytics ONNX export", ball_onnx, "ort", "peer", note="one-class model: no COCO mAP")
         attempt(
@@ -397,6 +410,11 @@ def main() -> None:
             if row.get("map_from") is not None and row["path"] is not None:
                 backend = backend_for(row, base)
                 row["map50_95"] = evaluate(row["map_from"], SPLIT, backend=backend, threads=2, progress=False).map50_95
+        from benchmarks.pi5_cost.results import estimate_for
+
+        for row in rows:
+            if row["path"] is not None and row["backend"] in ("ort", "ncnn"):
+                row["pi5_estimate"] = estimate_for(row["path"], row["backend"])
         timed = [r for r in rows if r["path"] is not None]
         first = rows[0]["model"]
         # Several independent interleaved runs, each in another model order: the spread between them
@@ -433,7 +451,7 @@ def main() -> None:
 def backend_for(row: dict[str, Any], base: Path) -> Any:
     """The runtime's backend name, or an OpenVINO backend object for the OpenVINO rows."""
     if row["backend"] == "openvino":
-        return OpenVinoBackend(row["path"], 2, metadata_from=base)
+        return OpenVinoBackend(row["path"], 2, metadata_from=base, precision=row.get("ov_precision"))
     return row["backend"]
 
 
@@ -463,10 +481,16 @@ def markdown(rows: list[dict[str, Any]], seconds: float, rounds: int, repeats: i
         "per-round-ratio medians, with every run's ratio beside it (their spread is this shared machine's noise); "
         f"mAP50-95 on the COCO128 holdout half (64 images); `python benchmarks/compare.py` took {seconds / 60:.1f} min. "
         "**Every latency here is this x86 host's**: for the pi5-* rows it is a host figure, not the Pi's "
-        "(the Pi's arithmetic: the next section; its estimated latency: benchmarks/pi5_cost).",
+        "(the Pi's arithmetic: the section 'On the Pi's arithmetic'). The Pi 5 column is an **estimate, not a "
+        "measurement** (benchmarks/pi5_cost: instructions under an emulated Cortex-A76 over a rate fitted on "
+        "published Pi 5 latencies; onnxruntime fp32 at 4 threads, NCNN at 1): *counted* where the section "
+        "'Raspberry Pi 5 (estimated)' counted this very file, *MACs* where it is proxied from the model's MACs as "
+        "`compile` does; none for onnxruntime int8 (nothing published to validate a rate on) or where no count "
+        "or accepted proxy exists.",
         "",
-        "| model | backend | input | latency (ms, x86) | speed vs yolov5 export.py | runs | mAP50-95 (holdout) | note |",
-        "|---|---|---:|---:|---:|---|---:|---|",
+        "| model | backend | input | latency (ms, x86) | speed vs yolov5 export.py | runs | mAP50-95 (holdout) "
+        "| Pi 5 estimate (ms) | note |",
+        "|---|---|---:|---:|---:|---|---:|---:|---|",
     ]
     for r in rows:
         lat = f"{r['latency_ms']:.1f}" if "latency_ms" in r else "–"
@@ -475,8 +499,16 @@ def markdown(rows: list[dict[str, Any]], seconds: float, rounds: int, repeats: i
         note = r.get("error") and f"failed: {r['error']}" or r.get("note", "")
         runs = " / ".join(f"{v:.2f}" for v in r.get("speed_runs", []))
         size = r.get("imgsz") or "640"
-        lines.append(f"| {r['model']} | {r['backend']} | {size} | {lat} | {ratio} | {runs} | {m} | {note} |")
+        lines.append(f"| {r['model']} | {r['backend']} | {size} | {lat} | {ratio} | {runs} | {m} | {pi5_cell(r)} | {note} |")
     return "\n".join(lines) + "\n"
+
+
+def pi5_cell(row: dict[str, Any]) -> str:
+    est = row.get("pi5_estimate") or {}
+    if est.get("ms") is None:
+        return "–"
+    how = "counted" if est.get("method") == "counted" else "MACs"
+    return f"{est['ms']:.0f} ({how}, {est['threads']} thr.)"
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
