@@ -57,7 +57,13 @@ VARIANTS: list[tuple[str, str, str, str, str, int]] = [
     ("int8-s8s8", "pi5-ort int8 S8S8 (QDQ) stage", "pi5-ort/stages/2-int8.onnx", "ort", "int8", 640),
     ("ncnn-fp16", "pi5-ncnn: NCNN fp16", "pi5-ncnn/ncnn", "ncnn", "fp16", 640),
     ("ncnn-int8", "pi5-ncnn --int8 all: NCNN int8", "pi5-ncnn-int8/ncnn", "ncnn", "int8", 640),
+    # the NCNN int8 sections' Yolo-Fastest 1.1 (Darknet frontend; benchmarks/ncnn_int8.py --fastest --keep)
+    ("fastest-fp32", "Yolo-Fastest 1.1: NCNN fp32 weights", "fastest/fp32", "ncnn", "fp16", 320),
+    ("fastest-fp16", "Yolo-Fastest 1.1: NCNN fp16", "fastest/fp16", "ncnn", "fp16", 320),
+    ("fastest-int8-kl", "Yolo-Fastest 1.1: NCNN int8 mixed, KL", "fastest/int8-mixed-kl", "ncnn", "int8", 320),
+    ("fastest-int8-aciq", "Yolo-Fastest 1.1: NCNN int8 mixed, ACIQ", "fastest/int8-mixed-aciq", "ncnn", "int8", 320),
 ]
+YOLOV5N = {k for k, *_ in VARIANTS if not k.startswith("fastest-")}
 THREADS = {"ort": 4, "ncnn": 1}  # the thread counts the cost model validated for each runtime
 
 
@@ -97,6 +103,12 @@ def make(work: Path) -> None:
         if not (out / "report.json").exists():
             shutil.rmtree(out, ignore_errors=True)
             graphopt("compile", "--target", target, "-o", out, "--rounds", 1, *extra)
+    if not (work / "fastest" / "made.json").exists():
+        say("benchmarks/ncnn_int8.py --fastest --keep (Yolo-Fastest 1.1: fp32, fp16, int8 KL and ACIQ)")
+        proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ncnn_int8.py"), "--fastest", "--no-speed",
+                               "--keep", str(work / "fastest")], cwd=REPO, capture_output=True, text=True)
+        if proc.returncode:
+            pi5cost.die(f"benchmarks/ncnn_int8.py --fastest failed: {proc.stderr.strip().splitlines()[-1:]}")
     for key, _, rel, *_ in VARIANTS:
         if not (work / rel).exists():
             pi5cost.die(f"{key}: {work / rel} was not made")
@@ -145,6 +157,10 @@ def estimate_for(path: Path, runtime: str) -> dict:
     return pi5_cost.model_estimate(path, threads=THREADS[runtime])
 
 
+def _ms(ms: float) -> str:
+    return f"{ms:.1f}" if ms < 20 else f"{ms:.0f}"
+
+
 def _fmt_err(e: dict) -> str:
     return f"median {e['median']:.0%}, worst {e['worst']:.0%}"
 
@@ -179,19 +195,16 @@ def markdown(counts: dict) -> str:
         r = rows[key]
         threads = THREADS[runtime]
         est = pi5_cost.estimate(r["insns"], runtime, precision, threads, data=data)
-        if est is None:
-            ms, err, why = "–", pi5_cost.why_not(runtime, precision, threads, data), threads
-        else:
-            ms, err, why = f"**{est.ms:.0f}**", _fmt_err(est.error), threads
+        ms = f"**{_ms(est.ms)}**" if est else "–"
+        err = _fmt_err(est.error) if est else pi5_cost.why_not(runtime, precision, threads, data)
         proxy = pi5_cost.estimate_from_macs(r.get("macs"), runtime, precision, threads, data=data)
-        proxy_ms = f"{proxy['ms']:.0f}" if proxy.get("ms") is not None else "–"
+        proxy_ms = _ms(proxy["ms"]) if proxy.get("ms") is not None else "–"
         if est is not None and proxy.get("ms") is not None:
             proxy_errors.append((key, proxy["ms"] / est.ms - 1))
         macs = f"{r['macs'] / 1e9:.2f}" if r.get("macs") else "–"
-        lines.append(
-            f"| {label} | {runtime} {precision} | {size} | {macs} | {r['insns'] / 1e6:.1f} | "
-            f"{r['insns'] / base:.2f} | {ms} | {why} | {err} | {proxy_ms} |"
-        )
+        ratio = f"{r['insns'] / base:.2f}" if key in YOLOV5N else "–"
+        lines.append(f"| {label} | {runtime} {precision} | {size} | {macs} | {r['insns'] / 1e6:.1f} | {ratio} | "
+                     f"{ms} | {threads} | {err} | {proxy_ms} |")
     if proxy_errors:
         errs = sorted(abs(e) for _, e in proxy_errors)
         worst = max(proxy_errors, key=lambda ke: abs(ke[1]))
@@ -209,6 +222,11 @@ def markdown(counts: dict) -> str:
     def ratio(a: str, b: str) -> str:
         return f"{rows[a]['insns'] / rows[b]['insns']:.2f}"
 
+    bench = counts.get("benchncnn", {}).get("yolo-fastest-1.1")
+    published = next((t["published_ms"] for t in data["classes"]["ncnn-fp16"]["rates"]["1"].get("table", [])
+                      if t["name"] == "yolo-fastest-1.1"), None)
+    bench_fastest = (f" (ncnn's own benchncnn yolo-fastest-1.1 at 320: {bench['insns'] / 1e6:.1f} M, published "
+                     f"{published:.2f} ms on a Pi 5)" if bench and published else "")
     ort4 = data["classes"]["ort-fp32"]["rates"]["4"]["rate_insns_per_ms"]
     ncnn1 = data["classes"]["ncnn-fp16"]["rates"]["1"]["rate_insns_per_ms"]
     lines += [
@@ -222,6 +240,10 @@ def markdown(counts: dict) -> str:
         f"- NCNN int8 / NCNN fp16, 1 thread: {ratio('ncnn-int8', 'ncnn-fp16')} of the instructions; "
         f"estimated {rows['ncnn-int8']['insns'] / data['classes']['ncnn-int8']['rates']['1']['rate_insns_per_ms']:.0f} "
         f"vs {rows['ncnn-fp16']['insns'] / ncnn1:.0f} ms.",
+        f"- Yolo-Fastest 1.1 (320), graphopt's Darknet frontend → NCNN fp16: {rows['fastest-fp16']['insns'] / 1e6:.1f} M "
+        f"instructions, ~{rows['fastest-fp16']['insns'] / ncnn1:.1f} ms{bench_fastest}. Its int8 mixed model (what "
+        f"`--int8 mixed` picks) executes {ratio('fastest-int8-kl', 'fastest-fp16')}× fp16's instructions: by this estimate NCNN int8 does not pay for it on the Pi 5, "
+        "as on x86 (the NCNN int8 sections above).",
         f"- onnxruntime fp32 (4 threads) vs NCNN fp16 (1 thread): {rows['lossless-640']['insns'] / ort4:.0f} vs "
         f"{rows['ncnn-fp16']['insns'] / ncnn1:.0f} ms; NCNN at 4 threads has no accepted rate (the Pi 5's "
         "published 1→4-thread speed-ups of the benchncnn set range 1.27–2.57×).",

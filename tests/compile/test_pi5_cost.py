@@ -182,7 +182,7 @@ def test_results_section_divides_each_count_by_its_class_rate(monkeypatch, tmp_p
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[0] == label and cells[4] == f"{rows[key]['insns'] / 1e6:.1f}"
         est = pi5_cost.estimate(rows[key]["insns"], rt, pr, results.THREADS[rt], data=data)
-        assert cells[6] == (f"**{est.ms:.0f}**" if est else "–")
+        assert cells[6] == (f"**{results._ms(est.ms)}**" if est else "–")
     assert "not measurements" in text
     del rows["ncnn-int8"]
     with pytest.raises(SystemExit) as exc:
