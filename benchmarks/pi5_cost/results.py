@@ -22,6 +22,7 @@ and `write` needs neither qemu nor the models.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import shutil
@@ -138,6 +139,12 @@ def count(work: Path, only: set[str] | None) -> None:
         say(f"{r['name']}: {r['insns'] / 1e6:.1f} M instructions per inference")
 
 
+@functools.lru_cache(maxsize=4)
+def _recorded(path: Path) -> dict:
+    """counts.json's `results` group (read once per process: compare.py asks for every row)."""
+    return json.loads(path.read_text()).get(GROUP, {}) if path.exists() else {}
+
+
 def estimate_for(path: Path, runtime: str) -> dict:
     """The Pi 5 estimate of a model another benchmark made (compare.py's rows): from its counted
     instructions when counts.json holds a count of this very file (sha256), else from its MACs as
@@ -146,8 +153,7 @@ def estimate_for(path: Path, runtime: str) -> dict:
         return {"ms": None, "estimate": True, "why": f"no Pi 5 cost model for {runtime}"}
     path = Path(path)
     digest = sha256(model_file(path))
-    counts = json.loads(pi5cost.COUNTS.read_text()) if pi5cost.COUNTS.exists() else {}
-    for key, r in counts.get(GROUP, {}).items():
+    for key, r in _recorded(pi5cost.COUNTS).items():
         if r.get("sha256") == digest:
             est = pi5_cost.estimate(r["insns"], runtime, r["precision"], THREADS[runtime])
             if est is not None:
@@ -191,10 +197,12 @@ def markdown(counts: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     proxy_errors: list[tuple[str, float]] = []
+    estimated: dict[str, str] = {}  # key: its estimate as the table prints it
     for key, label, _, runtime, precision, size in VARIANTS:
         r = rows[key]
         threads = THREADS[runtime]
         est = pi5_cost.estimate(r["insns"], runtime, precision, threads, data=data)
+        estimated[key] = _ms(est.ms) if est else "no estimate"
         ms = f"**{_ms(est.ms)}**" if est else "–"
         err = _fmt_err(est.error) if est else pi5_cost.why_not(runtime, precision, threads, data)
         proxy = pi5_cost.estimate_from_macs(r.get("macs"), runtime, precision, threads, data=data)
@@ -214,21 +222,18 @@ def markdown(counts: dict) -> str:
                   f"error {proxy_fit.get('median_error', 0):.1%} median, {proxy_fit.get('worst_error', 0):.1%} worst, "
                   f"in VALIDATION.md) against the counts: median {statistics.median(errs):.1%}, worst "
                   f"{worst[1]:+.1%} ({worst[0]}), over {len(errs)} onnxruntime fp32 models; "
-                  + ", ".join(f"{k} {e:+.1%}" for k, e in proxy_errors)
-                  + ". Pruning saves fewer instructions than MACs, so a proxy fitted on unpruned models alone "
-                  "overstated what it buys (by 12 % at 0.7, before these counts joined its fit)."]
+                  + ", ".join(f"{k} {e:+.1%}" for k, e in proxy_errors) + "."]
     lines += ["", "Ratios between estimates (same class, same threads, so the rate cancels):", ""]
 
     def ratio(a: str, b: str) -> str:
         return f"{rows[a]['insns'] / rows[b]['insns']:.2f}"
 
+    speedup = data["ncnn_speedup_1_to_4_threads"]
     bench = counts.get("benchncnn", {}).get("yolo-fastest-1.1")
     published = next((t["published_ms"] for t in data["classes"]["ncnn-fp16"]["rates"]["1"].get("table", [])
                       if t["name"] == "yolo-fastest-1.1"), None)
     bench_fastest = (f" (ncnn's own benchncnn yolo-fastest-1.1 at 320: {bench['insns'] / 1e6:.1f} M, published "
                      f"{published:.2f} ms on a Pi 5)" if bench and published else "")
-    ort4 = data["classes"]["ort-fp32"]["rates"]["4"]["rate_insns_per_ms"]
-    ncnn1 = data["classes"]["ncnn-fp16"]["rates"]["1"]["rate_insns_per_ms"]
     lines += [
         f"- onnxruntime fp32: lossless / export.py = {ratio('lossless-640', 'export-640')} of the instructions "
         f"(onnxruntime folds BN and fuses at load either way); input 512 / 416 / 320 = "
@@ -238,15 +243,14 @@ def markdown(counts: dict) -> str:
         f"- int8 S8S8 / fp32 on onnxruntime, 1 thread: {ratio('int8-s8s8', 'lossless-640')} of the instructions "
         "(no Pi 5 rate for onnxruntime int8, so no milliseconds).",
         f"- NCNN int8 / NCNN fp16, 1 thread: {ratio('ncnn-int8', 'ncnn-fp16')} of the instructions; "
-        f"estimated {rows['ncnn-int8']['insns'] / data['classes']['ncnn-int8']['rates']['1']['rate_insns_per_ms']:.0f} "
-        f"vs {rows['ncnn-fp16']['insns'] / ncnn1:.0f} ms.",
+        f"estimated {estimated['ncnn-int8']} vs {estimated['ncnn-fp16']} ms.",
         f"- Yolo-Fastest 1.1 (320), graphopt's Darknet frontend → NCNN fp16: {rows['fastest-fp16']['insns'] / 1e6:.1f} M "
-        f"instructions, ~{rows['fastest-fp16']['insns'] / ncnn1:.1f} ms{bench_fastest}. Its int8 mixed model (what "
+        f"instructions, ~{estimated['fastest-fp16']} ms{bench_fastest}. Its int8 mixed model (what "
         f"`--int8 mixed` picks) executes {ratio('fastest-int8-kl', 'fastest-fp16')}× fp16's instructions: by this estimate NCNN int8 does not pay for it on the Pi 5, "
         "as on x86 (the NCNN int8 sections above).",
-        f"- onnxruntime fp32 (4 threads) vs NCNN fp16 (1 thread): {rows['lossless-640']['insns'] / ort4:.0f} vs "
-        f"{rows['ncnn-fp16']['insns'] / ncnn1:.0f} ms; NCNN at 4 threads has no accepted rate (the Pi 5's "
-        "published 1→4-thread speed-ups of the benchncnn set range 1.27–2.57×).",
+        f"- onnxruntime fp32 (4 threads) vs NCNN fp16 (1 thread): {estimated['lossless-640']} vs "
+        f"{estimated['ncnn-fp16']} ms; NCNN at 4 threads has no accepted rate (the Pi 5's "
+        f"published 1→4-thread speed-ups of the benchncnn set range {speedup['min']:.2f}–{speedup['max']:.2f}×).",
     ]
     return "\n".join(lines) + "\n"
 
