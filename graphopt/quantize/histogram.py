@@ -32,21 +32,49 @@ class UniformAbsHistogram(HistogramCollector):
     """onnxruntime's percentile collector for symmetric ranges, with equal-width bins throughout."""
 
     def __init__(
-        self, num_bins: int, num_quantized_bins: int, percentile: float, scenario: str = "same"
+        self,
+        num_bins: int,
+        num_quantized_bins: int,
+        percentile: float,
+        scenario: str = "same",
+        criterion: str = "percentile",
     ) -> None:
         super().__init__("percentile", True, num_bins, num_quantized_bins, percentile, scenario)
         self._bins: dict[str, tuple[float, float]] = {}  # tensor → (first edge, bin width), in float64
+        self.criterion = criterion  # "percentile", or "mse": the threshold of least expected error
+
+    def compute_collection_result(self) -> dict[str, tuple]:
+        if self.criterion != "mse":
+            return super().compute_collection_result()
+        from graphopt.quantize.mse import mse_threshold
+
+        if not self.histogram_dict:
+            raise ValueError("no calibration data")
+        ranges = {}
+        for tensor, (hist, edges, low, high) in self.histogram_dict.items():
+            t = mse_threshold(hist, edges, float(low), float(high))
+            # as onnxruntime's percentile: symmetric ±t, clamped to the values seen
+            lo, hi = max(-t, float(low)), min(t, float(high))
+            # the tuple's shape is onnxruntime's own percentile result (its last two: the first counts)
+            ranges[tensor] = (np.array(lo, dtype=edges.dtype), np.array(hi, dtype=edges.dtype), *hist[:2])
+        return ranges
 
     @classmethod
-    def replacing(cls, calibrator: Any) -> UniformAbsHistogram | None:
+    def replacing(cls, calibrator: Any, criterion: str = "percentile") -> UniformAbsHistogram | None:
         """This collector for an onnxruntime percentile calibrator with symmetric ranges (set as its
-        collector before the first image), else None (other methods keep onnxruntime's)."""
+        collector before the first image), else None (other methods keep onnxruntime's).
+        `criterion="mse"`: ranges of least expected error (graphopt.quantize.mse) from the same
+        histograms."""
         from onnxruntime.quantization.calibrate import PercentileCalibrater
 
         if not isinstance(calibrator, PercentileCalibrater) or not calibrator.symmetric:
             return None
         return cls(
-            calibrator.num_bins, calibrator.num_quantized_bins, calibrator.percentile, calibrator.scenario
+            calibrator.num_bins,
+            calibrator.num_quantized_bins,
+            calibrator.percentile,
+            calibrator.scenario,
+            criterion,
         )
 
     def collect_absolute_value(self, name_to_arr: dict[str, Any]) -> None:
