@@ -16,7 +16,9 @@ def _known(shape: list[int] | None) -> bool:
     return shape is not None and len(shape) > 0 and 0 not in shape
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+def tensor_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """Every tensor's shape (0 for an unknown dimension): ONNX's inference, completed by
+    onnxruntime's symbolic inference where a compute op's output shape is unknown."""
     shapes = _inferred(infer_shapes(model))
     if all(_known(shapes.get(n.output[0])) for n in model.graph.node if n.op_type in COMPUTE_OPS):
         return shapes
@@ -50,7 +52,7 @@ def _inferred(inferred: onnx.ModelProto) -> dict[str, list[int]]:
 def node_macs(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:
     """{node name: (op type, MACs)} for the compute-bound ops (Conv, ConvTranspose, MatMul, Gemm);
     0 where a shape is unknown."""
-    shapes = _shapes(model)
+    shapes = tensor_shapes(model)
     out: dict[str, tuple[str, int]] = {}
     for i, node in enumerate(model.graph.node):
         name = node.name or f"{node.op_type}_{i}"

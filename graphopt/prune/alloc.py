@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from graphopt.core import ort_session
-from graphopt.core.graph import constant_value, infer_shapes, to_model
+from graphopt.core.graph import constant_value, to_model
 from graphopt.core.ort_session import Feed
 from graphopt.prune import channels
 from graphopt.prune.channels import ChannelGraph, Group
@@ -40,14 +40,9 @@ class ConvGeometry:
 
 def geometry(model: onnx.ModelProto) -> tuple[dict[str, ConvGeometry], int]:
     """Per Conv its geometry, and the MACs of every other compute op (unchanged by pruning)."""
-    from graphopt.core.macs import node_macs
+    from graphopt.core.macs import node_macs, tensor_shapes
 
-    inferred = infer_shapes(model)
-    shapes = {
-        vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
-        for vi in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)
-        if vi.type.tensor_type.HasField("shape")
-    }
+    shapes = tensor_shapes(model)  # the shapes MACs are counted from (symbolic inference where ONNX's stops)
     inits = {t.name: list(t.dims) for t in model.graph.initializer}
     geo: dict[str, ConvGeometry] = {}
     for node in model.graph.node:
@@ -55,7 +50,7 @@ def geometry(model: onnx.ModelProto) -> tuple[dict[str, ConvGeometry], int]:
             continue
         w = inits.get(node.input[1])
         y = shapes.get(node.output[0])
-        if not w or not y or len(y) != 4:
+        if not w or not y or len(y) != 4 or 0 in y:
             continue
         groups = next((a.i for a in node.attribute if a.name == "group"), 1)
         geo[node.name] = ConvGeometry(y[2] * y[3], int(np.prod(w[2:])), groups, w[0], w[1] * groups)

@@ -39,3 +39,14 @@ def test_a_conv_after_a_computed_slice_counts_its_macs() -> None:
     lost = {vi.name: vi for vi in inferred.graph.value_info}.get("y")
     assert lost is None or any(not d.HasField("dim_value") for d in lost.type.tensor_type.shape.dim)  # the case
     assert macs_summary(model)["macs"] == 16 * 16 * 6 * 4 * 3 * 3
+
+
+def test_prune_geometry_sees_the_same_conv_shapes_as_the_macs() -> None:
+    """prune's MACs allocation reads its conv geometry from the same shapes (not ONNX's alone)."""
+    from graphopt.prune.alloc import geometry
+
+    model = _chunked_conv_model()
+    model.graph.node[-1].name = "conv"
+    geo, other = geometry(model)
+    g = geo["conv"]
+    assert (g.hw, g.kernel, g.cout, g.cin) == (16 * 16, 9, 6, 4) and other == 0
