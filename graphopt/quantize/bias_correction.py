@@ -28,7 +28,6 @@ from onnx import numpy_helper
 class BiasCorrection:
     convs: int  # quantized convs whose int8 bias was corrected
     max_shift: float  # the largest |shift| removed, in the conv output's units
-    mean_relative_shift: float  # mean over the corrected convs of rms(shift) / rms(bias)
 
 
 def conv_input_means(
@@ -82,7 +81,7 @@ def correct_biases(
     source_convs = {n.name: n for n in source.graph.node if n.op_type == "Conv"}
     inits = {t.name: t for t in qdq.graph.initializer}
     producer = {o: n for n in qdq.graph.node for o in n.output}
-    corrected, largest, relative = 0, 0.0, []
+    corrected, largest = 0, 0.0
     for conv in qdq.graph.node:
         original = source_convs.get(conv.name)
         if conv.op_type != "Conv" or original is None or len(conv.input) < 3 or len(original.input) < 2:
@@ -118,9 +117,7 @@ def correct_biases(
         b_init.CopyFrom(numpy_helper.from_array(new, b_init.name))
         corrected += 1
         largest = max(largest, float(np.abs(shift).max()))
-        bias = q_bias * scale
-        relative.append(float(np.sqrt((shift**2).mean()) / max(np.sqrt((bias**2).mean()), 1e-12)))
-    return BiasCorrection(corrected, largest, float(np.mean(relative)) if relative else 0.0)
+    return BiasCorrection(corrected, largest)
 
 
 def _is_dq(node: onnx.NodeProto | None) -> bool:
